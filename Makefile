@@ -1,0 +1,41 @@
+# Every target sets itself up: a fresh machine needs only Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+.PHONY: demo test test-fast bench dev emulator lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+## Run the main job end to end on the bundled local provider (no key, no network).
+demo: $(STAMP)
+	$(BIN)/batch-pipelines demo
+
+## The whole test suite (PostgreSQL tests read BATCH_PIPELINES_TEST_POSTGRES_URL).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## Speed and memory benchmarks; each prints its figures, its baseline and TARGET lines.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## The Dagster UI on loopback, with the emulator beside it.
+dev: $(STAMP)
+	$(BIN)/batch-pipelines dev
+
+emulator: $(STAMP)
+	$(BIN)/batch-pipelines emulator
+
+## Re-resolve the pinned dependencies after editing pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache

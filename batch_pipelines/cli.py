@@ -1,0 +1,120 @@
+"""The ``batch-pipelines`` command line."""
+
+from __future__ import annotations
+
+import sys
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import click
+import orjson
+
+from batch_pipelines.core.errors import BatchPipelinesError
+from batch_pipelines.core.pricing import CostBreakdown, Discounts, PriceBook
+from batch_pipelines.core.quantities import parse_fraction, parse_token_count
+from batch_pipelines.core.requests import Lane
+from batch_pipelines.core.usage import Usage
+
+CENT = Decimal("0.01")
+
+
+def exact(value: Decimal) -> str:
+    """An exact decimal string with at least cents: 112.5 -> '112.50', 0.000000375 stays whole."""
+    value = value.normalize()
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        value = value.quantize(CENT)
+    return format(value, "f")
+
+
+def money(value: Decimal) -> str:
+    """Display rounding only: the engine keeps exact decimals."""
+    return f"${value.quantize(CENT, rounding=ROUND_HALF_UP):,}"
+
+
+class TokenCount(click.ParamType):
+    name = "tokens"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_token_count(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Fraction(click.ParamType):
+    name = "fraction"
+
+    def __init__(self, upper_exclusive: Decimal | None = Decimal(1)) -> None:
+        self.upper_exclusive = upper_exclusive
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Decimal:
+        try:
+            return parse_fraction(value, name=param.name if param else "value", upper_exclusive=self.upper_exclusive)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group()
+def main() -> None:
+    """Run LLM work on the cheapest lane that still meets its deadline."""
+
+
+@main.command()
+@click.option("--model", required=True, help="Model name from the price book.")
+@click.option("--input-tokens", type=TokenCount(), required=True, help="Prompt tokens (30M, 500k).")
+@click.option("--output-tokens", type=TokenCount(), required=True, help="Completion tokens.")
+@click.option("--cached-input-tokens", type=TokenCount(), default=0, help="Part of the input read from a prompt cache.")
+@click.option("--structural-discount", type=Fraction(), default="0", help="Negotiated discount in [0, 1), e.g. 0.15 or 15%.")
+@click.option("--credit-bonus", type=Fraction(upper_exclusive=None), default="0", help="Prepaid credit bonus b (cost / (1 + b)).")
+@click.option("--prices", type=click.Path(dir_okay=False), default=None, help="YAML price book laid over the default one.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with decimal strings.")
+def cost(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int,
+    structural_discount: Decimal,
+    credit_bonus: Decimal,
+    prices: str | None,
+    as_json: bool,
+) -> None:
+    """Price a workload on the sync and the batch lane, side by side."""
+    try:
+        usage = Usage(input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, output_tokens=output_tokens)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        book = PriceBook.default(prices)
+        batch = book.cost(model, usage, Lane.BATCH, Discounts(structural_discount, credit_bonus))
+    except BatchPipelinesError as exc:
+        raise click.UsageError(exc.message) from None
+    _print_cost(batch, as_json)
+
+
+def _print_cost(batch: CostBreakdown, as_json: bool) -> None:
+    if as_json:
+        payload = {
+            "model": batch.model,
+            "input_tokens": batch.usage.input_tokens,
+            "cached_input_tokens": batch.usage.cached_input_tokens,
+            "output_tokens": batch.usage.output_tokens,
+            "sync_usd": exact(batch.sync_equivalent_usd),
+            "batch_usd": exact(batch.cost_usd),
+            "savings_usd": exact(batch.savings_usd),
+            "savings_pct": str(batch.savings_pct.quantize(CENT, rounding=ROUND_HALF_UP)),
+        }
+        click.echo(orjson.dumps(payload).decode())
+        return
+    u = batch.usage
+    click.echo(f"model {batch.model}: {u.input_tokens:,} input ({u.cached_input_tokens:,} cached) + {u.output_tokens:,} output tokens")
+    click.echo(f"{'lane':<8}{'cost':>16}")
+    click.echo(f"{'sync':<8}{money(batch.sync_equivalent_usd):>16}")
+    click.echo(f"{'batch':<8}{money(batch.cost_usd):>16}")
+    click.echo(f"savings {money(batch.savings_usd)} ({batch.savings_pct.quantize(CENT, rounding=ROUND_HALF_UP)}%)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Parsing of human-written quantities: token counts with suffixes, fractions."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+_SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbB]?)\s*$")
+
+
+def parse_token_count(text: str) -> int:
+    """'30M' -> 30_000_000, '500k' -> 500_000, '1.5m' -> 1_500_000; negatives are refused."""
+    match = _COUNT.match(str(text).replace("_", "").replace(",", ""))
+    if not match:
+        raise ValueError(f"{text!r} is not a token count (a whole number, optionally with k, M or B: 500k, 30M)")
+    number, suffix = Decimal(match.group(1)), _SUFFIXES[match.group(2).lower()]
+    value = number * suffix
+    if value != value.to_integral_value():
+        raise ValueError(f"{text!r} is not a whole number of tokens")
+    return int(value)
+
+
+def parse_fraction(text: str, *, name: str, upper_exclusive: Decimal | None = Decimal(1)) -> Decimal:
+    """A decimal in [0, upper); '15%' is accepted as 0.15."""
+    raw = str(text).strip()
+    try:
+        value = Decimal(raw[:-1]) / 100 if raw.endswith("%") else Decimal(raw)
+    except InvalidOperation:
+        raise ValueError(f"{name} {text!r} is not a number") from None
+    if not value.is_finite() or value < 0 or (upper_exclusive is not None and value >= upper_exclusive):
+        bound = f"[0, {upper_exclusive})" if upper_exclusive is not None else "[0, ∞)"
+        raise ValueError(f"{name} must be in {bound}, got {text}")
+    return value

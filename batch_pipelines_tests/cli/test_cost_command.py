@@ -1,0 +1,88 @@
+"""`batch-pipelines cost` reproduces PRICES.md and refuses bad input with exit code 2."""
+
+import subprocess
+import sys
+from decimal import Decimal
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from batch_pipelines.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["cost", *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "sync", "batch", "savings"),
+    [
+        (["--model", "gpt-5.4", "--input-tokens", "30M", "--output-tokens", "10M"], "225.00", "112.50", "112.50"),
+        (["--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M"], "270.00", "135.00", "135.00"),
+        (
+            ["--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M", "--structural-discount", "0.15"],
+            "229.50",
+            "114.75",
+            "114.75",
+        ),
+        (
+            ["--model", "gpt-5.4", "--input-tokens", "2M", "--output-tokens", "0", "--cached-input-tokens", "1M"],
+            "2.75",
+            "1.375",
+            "1.375",
+        ),
+        (
+            ["--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M", "--credit-bonus", "0.25"],
+            "216.00",
+            "108.00",
+            "108.00",
+        ),
+    ],
+)
+def test_json_output_reproduces_worked_examples(args, sync, batch, savings):
+    """--json prints exact decimal strings for sync, batch and savings."""
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    payload = orjson.loads(result.output)
+    assert Decimal(payload["sync_usd"]) == Decimal(sync)
+    assert Decimal(payload["batch_usd"]) == Decimal(batch)
+    assert Decimal(payload["savings_usd"]) == Decimal(savings)
+    assert payload["batch_usd"] == batch  # shown exactly, at least to the cent, with no float noise
+
+
+def test_table_output_shows_both_lanes_and_savings():
+    """The human output puts sync and batch side by side with the savings."""
+    result = run("--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M", "--structural-discount", "15%")
+    assert result.exit_code == 0
+    assert "$229.50" in result.output and "$114.75" in result.output and "savings $114.75 (50.00%)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "gpt-5.4", "--input-tokens", "-1", "--output-tokens", "1"], "is not a token count"),
+        (["--model", "gpt-9", "--input-tokens", "1", "--output-tokens", "1"], "unknown model 'gpt-9'"),
+        (["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--structural-discount", "1"], "[0, 1)"),
+        (["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--structural-discount", "-0.2"], "[0, 1)"),
+        (["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--cached-input-tokens", "2"], "cannot exceed"),
+        (["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--prices", "/nonexistent.yaml"], "not found"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(args, message):
+    """Negative tokens, unknown models, discounts outside [0, 1) and missing files exit 2, saying why."""
+    result = run(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_console_entry_point_is_installed():
+    """The `batch-pipelines` console script runs the same command."""
+    script = __import__("pathlib").Path(sys.executable).with_name("batch-pipelines")
+    out = subprocess.run(
+        [str(script), "cost", "--model", "gpt-5.4", "--input-tokens", "30M", "--output-tokens", "10M", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert orjson.loads(out.stdout)["batch_usd"] == "112.50"
