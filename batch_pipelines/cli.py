@@ -116,5 +116,29 @@ def _print_cost(batch: CostBreakdown, as_json: bool) -> None:
     click.echo(f"savings {money(batch.savings_usd)} ({batch.savings_pct.quantize(CENT, rounding=ROUND_HALF_UP)}%)")
 
 
+@main.command()
+@click.option("--keep", type=click.Path(file_okay=False), default=None, help="Keep the demo's files in this folder.")
+def demo(keep: str | None) -> None:
+    """Run one partition of all four workloads end to end on the bundled emulator."""
+    from pathlib import Path
+
+    from batch_pipelines.demo import main as run
+
+    sys.exit(run(Path(keep) if keep else None, echo=click.echo))
+
+
+@main.command()
+@click.option("--ui-port", default=3000, show_default=True)
+@click.option("--emulator-port", default=8765, show_default=True)
+@click.option("--time-scale", default=60.0, show_default=True, help="Emulator virtual seconds per real second.")
+def dev(ui_port: int, emulator_port: int, time_scale: float) -> None:
+    """Start the emulator and the Dagster UI (webserver + daemon) on 127.0.0.1."""
+    from pathlib import Path
+
+    from batch_pipelines.dev import run_dev
+
+    sys.exit(run_dev(Path.cwd(), ui_port=ui_port, emulator_port=emulator_port, time_scale=time_scale))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,187 @@
+"""``batch_workload``: a workload description in, Dagster definitions out.
+
+For a workload named ``w`` it builds, all on the workload's partitions:
+- ``w_batch``: the submit asset (validate rows, estimate, refuse over budget, submit idempotently);
+- ``w_results``: the results asset (collect, retry, write Parquet, materialize the proof);
+- the success-rate and cost-budget checks on ``w_results`` (blocking, ERROR);
+- ``w_completion_sensor``: polls open batches, observes progress, requests the results run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import dagster as dg
+import pandas as pd
+
+from batch_pipelines.core.errors import BatchPipelinesError, BudgetExceededError, InvalidInputError
+from batch_pipelines.dagster_layer import metadata_keys as keys
+from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
+from batch_pipelines.dagster_layer.errors import BudgetExceeded, InvalidPartitionInput, ProviderFailure
+from batch_pipelines.dagster_layer.report_metadata import results_metadata
+from batch_pipelines.dagster_layer.resources import BatchGatewayResource
+from batch_pipelines.dagster_layer.workload import BatchWorkload
+
+RESOURCE_KEY = "batch_gateway"
+SENSOR_TIME_BUDGET_S = 40.0  # well inside Dagster's 60 s sensor limit
+
+
+@dataclass(frozen=True)
+class BatchWorkloadDefinitions:
+    workload: BatchWorkload
+    submit_asset: dg.AssetsDefinition
+    results_asset: dg.AssetsDefinition
+    checks: tuple[dg.AssetChecksDefinition, ...]
+    sensor: dg.SensorDefinition
+
+    @property
+    def assets(self) -> list[dg.AssetsDefinition]:
+        return [self.submit_asset, self.results_asset]
+
+    def definitions(self) -> dg.Definitions:
+        return dg.Definitions(assets=self.assets, asset_checks=list(self.checks), sensors=[self.sensor])
+
+
+def batch_workload(workload: BatchWorkload, *, sensor_interval_seconds: int = 30) -> BatchWorkloadDefinitions:
+    submit_asset = _submit_asset(workload)
+    results_asset = _results_asset(workload)
+    checks: list[dg.AssetChecksDefinition] = [
+        success_rate_check(workload.results_key, workload.partitions_def, workload.min_success_rate)
+    ]
+    if workload.budget_usd is not None:
+        checks.append(cost_budget_check(workload.results_key, workload.partitions_def, workload.budget_usd))
+    sensor = completion_sensor(workload, minimum_interval_seconds=sensor_interval_seconds)
+    return BatchWorkloadDefinitions(workload, submit_asset, results_asset, tuple(checks), sensor)
+
+
+def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=workload.submit_key,
+        ins={"rows": dg.AssetIn(workload.upstream_key)},
+        partitions_def=workload.partitions_def,
+        group_name=workload.group_name,
+        kinds={"batch"},
+        description=f"Submits {workload.name} to the batch lane ({workload.model}).",
+    )
+    def _submit(context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame) -> dg.MaterializeResult:
+        partition = context.partition_key
+        try:
+            requests = workload.requests_from_frame(rows, partition=partition)
+            report = batch_gateway.gateway.submit(
+                workload.name,
+                partition,
+                requests,
+                budget_usd=workload.budget_usd,
+                expected_output_tokens=workload.expected_output_tokens,
+            )
+        except InvalidInputError as exc:
+            raise InvalidPartitionInput.from_error(exc) from None
+        except BudgetExceededError as exc:
+            raise BudgetExceeded.from_error(exc) from None
+        except BatchPipelinesError as exc:
+            raise ProviderFailure.from_error(exc) from None
+        estimate = report.estimate
+        context.log.info(f"{report.items} items in {len(report.batches)} batch(es); estimate ${estimate.cost_usd:.4f}")
+        return dg.MaterializeResult(
+            metadata={
+                keys.ITEM_COUNT: report.items,
+                keys.BATCH_IDS: dg.MetadataValue.json([b.vendor_batch_id for b in report.batches]),
+                keys.ESTIMATED_INPUT_TOKENS: estimate.input_tokens,
+                keys.ESTIMATED_COST_USD: float(estimate.cost_usd),
+                keys.ESTIMATED_SYNC_EQUIVALENT_USD: float(estimate.sync_equivalent_usd),
+            }
+        )
+
+    return _submit
+
+
+def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=workload.results_key,
+        ins={"rows": dg.AssetIn(workload.upstream_key)},
+        deps=[workload.submit_key],
+        partitions_def=workload.partitions_def,
+        group_name=workload.group_name,
+        kinds={"parquet"},
+        output_required=False,
+        description=f"Results of {workload.name}: one row per input item, with cost and savings.",
+    )
+    def _results(context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame) -> Iterator[Any]:
+        partition = context.partition_key
+        gateway = batch_gateway.gateway
+
+        def rebuild(custom_ids: Sequence[str]) -> list[Any]:
+            wanted = set(custom_ids)
+            return [r for r in workload.requests_from_frame(rows, partition=partition) if r.custom_id in wanted]
+
+        try:
+            report = gateway.reconcile(
+                workload.name,
+                partition,
+                parse_response=workload.parse_response,
+                rebuild_requests=rebuild,
+                vector_column=workload.vector_column,
+                worker=context.run_id,
+            )
+        except BatchPipelinesError as exc:
+            raise ProviderFailure.from_error(exc) from None
+        if not report.complete:
+            # Retries went out as a new batch: the sensor requests this asset again when it ends.
+            context.log.info(f"{report.resubmitted} item(s) resubmitted in {report.new_batch_ids}; not materializing yet")
+            return
+        metadata = results_metadata(report, provider_of=lambda model: gateway.registry.provider_for(model).name)
+        if workload.summarize is not None and report.results_path is not None:
+            metadata.update(workload.summarize(pd.read_parquet(report.results_path)))
+        yield dg.MaterializeResult(metadata=metadata)
+
+    return _results
+
+
+def completion_sensor(workload: BatchWorkload, *, minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
+    """Polls the workload's open batches; requests the results run once a partition's batches all ended."""
+
+    @dg.sensor(
+        name=f"{workload.name}_completion_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        asset_selection=[workload.results_key, *workload.downstream],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Watches {workload.name}'s batches and collects their results when they end.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, batch_gateway: BatchGatewayResource) -> dg.SensorResult:
+        report = batch_gateway.gateway.poll(workload.name, time_budget_s=SENSOR_TIME_BUDGET_S)
+        observations = []
+        run_requests = []
+        for partition, progress in sorted(report.partitions.items()):
+            observations.append(
+                dg.AssetObservation(
+                    asset_key=workload.submit_key,
+                    partition=partition,
+                    metadata={
+                        keys.BATCH_STATUS: progress.status_summary,
+                        keys.PROGRESS_COMPLETED: progress.completed,
+                        keys.PROGRESS_FAILED: progress.failed,
+                        keys.PROGRESS_TOTAL: progress.total,
+                    },
+                )
+            )
+            if progress.ready_for_results:
+                run_requests.append(
+                    dg.RunRequest(
+                        # Once per set of ended batches: a retry batch gives a new key, a repeat tick none.
+                        run_key=_run_key(workload.name, partition, progress.unreconciled_ids),
+                        partition_key=partition,
+                        asset_selection=[workload.results_key, *workload.downstream],
+                        tags={"batch_pipelines/workload": workload.name},
+                    )
+                )
+        skip = None if run_requests or observations else "no open batches"
+        return dg.SensorResult(run_requests=run_requests, asset_events=observations, skip_reason=skip)
+
+    return _sensor
+
+
+def _run_key(job: str, partition: str, batch_ids: Sequence[str]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(batch_ids)).encode()).hexdigest()[:16]
+    return f"{job}:{partition}:{digest}"

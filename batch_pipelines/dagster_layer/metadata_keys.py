@@ -1,0 +1,43 @@
+"""Metadata key names shared by the assets that write them and the checks that read them.
+
+Checks and assets share nothing but these names. Token keys follow dagster-openai's
+``openai.{model}.*`` style, with the provider in front: ``anthropic.claude-sonnet-4.6.prompt_tokens``.
+"""
+
+from __future__ import annotations
+
+# Submit asset
+ITEM_COUNT = "item_count"
+BATCH_IDS = "batch_ids"
+ESTIMATED_COST_USD = "estimated_cost_usd"
+ESTIMATED_SYNC_EQUIVALENT_USD = "estimated_sync_equivalent_usd"
+ESTIMATED_INPUT_TOKENS = "estimated_input_tokens"
+
+# Progress observations (completion sensor)
+BATCH_STATUS = "batch_status"
+PROGRESS_COMPLETED = "progress_completed"
+PROGRESS_FAILED = "progress_failed"
+PROGRESS_TOTAL = "progress_total"
+
+# Results asset
+ITEMS_TOTAL = "items_total"
+SUCCESS_RATE = "success_rate"
+COST_USD = "cost_usd"
+SYNC_EQUIVALENT_USD = "sync_equivalent_usd"
+SAVINGS_USD = "savings_usd"
+SAVINGS_PCT = "savings_pct"
+RESULTS_PATH = "results_path"
+SUMMARY = "summary"
+PROMOTED_ITEMS = "promoted_items"
+PROMOTION_EXTRA_COST_USD = "promotion_extra_cost_usd"
+RETRIED_ITEMS = "retried_items"
+
+
+def outcome_count(kind: str) -> str:
+    """``items_succeeded``, ``items_failed``, ``items_invalid_output``..."""
+    return f"items_{kind}"
+
+
+def token_key(provider: str, model: str, field: str) -> str:
+    """``openai.gpt-5.4-mini.prompt_tokens`` (fields: prompt_tokens, cached_tokens, completion_tokens, total_tokens)."""
+    return f"{provider}.{model}.{field}"

@@ -1,0 +1,58 @@
+"""Materialization metadata from the services' reports: counts, tokens, dollars, savings."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import dagster as dg
+
+from batch_pipelines.core.outcomes import OutcomeKind
+from batch_pipelines.dagster_layer import metadata_keys as keys
+
+
+def _usd(value: Decimal) -> float:
+    # Dagster plots floats; the exact Decimal travels beside it as a string.
+    return float(value)
+
+
+def results_metadata(report: Any, *, provider_of: Any) -> dict[str, Any]:
+    """Everything the UI shows for a finished partition, and what the checks read."""
+    totals = report.totals
+    counts = {kind.value: int(totals.counts.get(kind.value, 0)) for kind in OutcomeKind}
+    total = int(totals.item_count)
+    succeeded = counts[OutcomeKind.SUCCEEDED.value]
+    cost, sync = totals.cost_usd, totals.sync_equivalent_usd
+    savings = sync - cost
+    savings_pct = (savings / sync * 100) if sync else Decimal(0)
+    metadata: dict[str, Any] = {
+        keys.ITEMS_TOTAL: total,
+        **{keys.outcome_count(kind): n for kind, n in counts.items()},
+        keys.SUCCESS_RATE: succeeded / total if total else 0.0,
+        keys.COST_USD: _usd(cost),
+        keys.COST_USD + "_exact": str(cost),
+        keys.SYNC_EQUIVALENT_USD: _usd(sync),
+        keys.SAVINGS_USD: _usd(savings),
+        keys.SAVINGS_PCT: float(round(savings_pct, 4)),
+        keys.RETRIED_ITEMS: report.retried_on_sync + report.resubmitted,
+        keys.BATCH_IDS: dg.MetadataValue.json(list(report.batch_ids)),
+    }
+    for model, usage in sorted(totals.per_model.items()):
+        provider = provider_of(model)
+        metadata[keys.token_key(provider, model, "prompt_tokens")] = usage.input_tokens
+        metadata[keys.token_key(provider, model, "cached_tokens")] = usage.cached_input_tokens
+        metadata[keys.token_key(provider, model, "completion_tokens")] = usage.output_tokens
+        metadata[keys.token_key(provider, model, "total_tokens")] = usage.total_tokens
+    if report.results_path is not None:
+        metadata[keys.RESULTS_PATH] = dg.MetadataValue.path(str(report.results_path))
+    metadata[keys.SUMMARY] = dg.MetadataValue.md(_summary(total, counts, cost, sync, savings, savings_pct))
+    return metadata
+
+
+def _summary(total: int, counts: dict[str, int], cost: Decimal, sync: Decimal, savings: Decimal, pct: Decimal) -> str:
+    rows = "\n".join(f"| {kind} | {n} |" for kind, n in counts.items() if n)
+    return (
+        f"**{total} items**: {counts['succeeded']} succeeded.\n\n"
+        f"| outcome | items |\n|---|---|\n{rows}\n\n"
+        f"Batch cost **${cost:.4f}** vs **${sync:.4f}** on the sync lane: saved **${savings:.4f}** ({pct:.1f}%)."
+    )

@@ -1,0 +1,134 @@
+"""The gateway resource: configuration in, a ready ``Gateway`` client out.
+
+Like dagster-fivetran's workspace/client split, the resource only holds configuration; the
+client (``services.gateway.Gateway``) knows nothing of Dagster. It is built once per run or
+sensor tick in ``setup_for_execution`` and closed in teardown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from batch_pipelines.core.lanes import LanePolicy
+from batch_pipelines.core.pricing import PriceBook
+from batch_pipelines.ledger import Ledger
+from batch_pipelines.providers.config import ProviderRegistry
+from batch_pipelines.services.gateway import Gateway
+
+EMULATOR_URL_ENV = "BATCH_PIPELINES_EMULATOR_URL"
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or Path.home() / ".batch_pipelines")
+
+
+class RetrySettings(dg.Config):
+    """How hard to try before an item is given up, and how the lanes are weighed."""
+
+    max_attempts: int = Field(default=3, ge=1, description="Attempts per item in all, the first included.")
+    max_invalid_output_attempts: int = Field(
+        default=2, ge=1, description="Attempts for an item whose answers keep breaking the output contract."
+    )
+    sync_remainder_threshold: int = Field(
+        default=100, ge=0, description="A retry remainder this small goes to the sync lane at once instead of a new batch."
+    )
+    sync_items_per_second: float = Field(
+        default=5.0, gt=0, description="Sync-lane throughput the deadline watchdog assumes when it plans promotions."
+    )
+    safety_margin_minutes: float = Field(default=30.0, ge=0, description="Slack kept before every deadline.")
+    batch_window_hours: float = Field(default=24.0, gt=0, description="The longest a batch may take (the vendor's window).")
+
+    def policy(self) -> LanePolicy:
+        from datetime import timedelta
+
+        return LanePolicy(
+            max_attempts=self.max_attempts,
+            max_invalid_output_attempts=self.max_invalid_output_attempts,
+            sync_remainder_threshold=self.sync_remainder_threshold,
+            sync_items_per_second=self.sync_items_per_second,
+            safety_margin=timedelta(minutes=self.safety_margin_minutes),
+            batch_window=timedelta(hours=self.batch_window_hours),
+        )
+
+
+class BatchGatewayResource(dg.ConfigurableResource):
+    """Routes LLM work to providers' batch and sync lanes and keeps the ledger."""
+
+    providers_file: Optional[str] = Field(
+        default=None,
+        description="YAML provider registry (models -> providers, base URLs, key variables, caps, rate limits). "
+        "When unset, every model is served by the local emulator at emulator_url.",
+    )
+    emulator_url: Optional[str] = Field(
+        default=None,
+        description=f"Base URL of the bundled emulator (default: ${EMULATOR_URL_ENV}, else http://127.0.0.1:8765).",
+    )
+    openai_api_key: Optional[str] = Field(
+        default=None,
+        description="Key for providers speaking the OpenAI protocol; set it with dagster.EnvVar('OPENAI_API_KEY'). "
+        "Overrides the registry's api_key_env for those providers.",
+    )
+    anthropic_api_key: Optional[str] = Field(
+        default=None,
+        description="Key for Anthropic providers; set it with dagster.EnvVar('ANTHROPIC_API_KEY').",
+    )
+    ledger_url: Optional[str] = Field(
+        default=None,
+        description="SQLAlchemy URL of the ledger: sqlite:///path or postgresql+psycopg://... "
+        "Default: a SQLite file under $DAGSTER_HOME/batch_pipelines/.",
+    )
+    results_dir: Optional[str] = Field(
+        default=None, description="Where result tables are written as Parquet (default: $DAGSTER_HOME/batch_pipelines/results)."
+    )
+    work_dir: Optional[str] = Field(
+        default=None, description="Scratch space for shards and downloads (default: $DAGSTER_HOME/batch_pipelines/work)."
+    )
+    price_book_path: Optional[str] = Field(
+        default=None, description="YAML price book laid over the shipped one, model by model."
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings, description="Per-item retry and lane policy.")
+
+    _gateway: Optional[Gateway] = PrivateAttr(default=None)
+
+    def build_gateway(self) -> Gateway:
+        home = _default_home() / "batch_pipelines"
+        registry = self._registry()
+        return Gateway(
+            registry=registry,
+            ledger=Ledger(self.ledger_url or f"sqlite:///{home / 'ledger.sqlite'}"),
+            price_book=PriceBook.default(self.price_book_path),
+            work_dir=Path(self.work_dir or home / "work"),
+            results_dir=Path(self.results_dir or home / "results"),
+            policy=self.retry.policy(),
+        )
+
+    def _registry(self) -> ProviderRegistry:
+        if self.providers_file:
+            registry = ProviderRegistry.from_yaml(self.providers_file)
+        else:
+            url = self.emulator_url or os.environ.get(EMULATOR_URL_ENV) or "http://127.0.0.1:8765"
+            registry = ProviderRegistry.for_emulator(url)
+        return registry.with_api_keys(openai=self.openai_api_key, anthropic=self.anthropic_api_key)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._gateway = self.build_gateway()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
+            self._gateway = None
+
+    def results_path(self, job: str, partition: str) -> Path:
+        """Where the results asset of ``job`` wrote ``partition``'s table."""
+        return self.gateway.results_dir / job / f"{partition}.parquet"
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:  # used outside a run (e.g. a script): build lazily
+            self._gateway = self.build_gateway()
+        return self._gateway

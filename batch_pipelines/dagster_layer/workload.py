@@ -1,0 +1,120 @@
+"""What a user writes to get a batch workload: a description, not code that polls.
+
+A workload says which upstream asset feeds it, how a row becomes a request body, how a
+response becomes result columns, the model, the budget, the minimum success rate and the
+deadline. ``batch_workload(...)`` turns it into Dagster definitions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import dagster as dg
+import pandas as pd
+
+from batch_pipelines.core.errors import InvalidInputError
+from batch_pipelines.core.requests import CUSTOM_ID_PATTERN, Endpoint, Lane, LLMRequest
+
+_UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+class InvalidOutput(Exception):
+    """Raised by a workload's ``parse_response`` when an answer breaks the output contract."""
+
+
+@dataclass(frozen=True)
+class BatchWorkload:
+    """A partitioned LLM workload that runs on the batch lane (see README: "Add your own workload")."""
+
+    name: str
+    upstream: dg.AssetKey | str | dg.AssetsDefinition
+    partitions_def: dg.PartitionsDefinition
+    model: str
+    build_request: Callable[[Mapping[str, Any]], dict[str, Any]]  # row -> request body (model is added)
+    parse_response: Callable[[dict[str, Any]], Mapping[str, Any]]  # response body -> result columns
+    endpoint: Endpoint = Endpoint.CHAT
+    id_column: str = "id"
+    required_columns: Sequence[str] = ()
+    budget_usd: Decimal | None = None
+    min_success_rate: float = 0.95
+    deadline: timedelta = timedelta(hours=30)  # from submission
+    expected_output_tokens: int = 256  # for the pre-flight estimate when the body sets no cap
+    vector_column: str | None = None  # a list[float] result column written as fixed-size float32
+    downstream: Sequence[dg.AssetKey] = field(default_factory=tuple)  # run with the results, gated by its checks
+    summarize: Callable[[pd.DataFrame], Mapping[str, Any]] | None = None  # extra metadata from the result table
+    group_name: str | None = None
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise dg.DagsterInvalidDefinitionError(f"workload name {self.name!r} must be snake_case")
+        if not 0.0 <= self.min_success_rate <= 1.0:
+            raise dg.DagsterInvalidDefinitionError(
+                f"workload {self.name!r}: min_success_rate must be in [0, 1], got {self.min_success_rate}"
+            )
+        if self.budget_usd is not None and Decimal(self.budget_usd) < 0:
+            raise dg.DagsterInvalidDefinitionError(f"workload {self.name!r}: budget_usd must not be negative")
+        if self.deadline <= timedelta(0):
+            raise dg.DagsterInvalidDefinitionError(f"workload {self.name!r}: deadline must be positive")
+
+    @property
+    def upstream_key(self) -> dg.AssetKey:
+        if isinstance(self.upstream, dg.AssetsDefinition):
+            return self.upstream.key
+        return dg.AssetKey.from_coercible(self.upstream)
+
+    @property
+    def submit_key(self) -> dg.AssetKey:
+        return dg.AssetKey(f"{self.name}_batch")
+
+    @property
+    def results_key(self) -> dg.AssetKey:
+        return dg.AssetKey(f"{self.name}_results")
+
+    def requests_from_frame(self, frame: pd.DataFrame, *, partition: str, now: datetime | None = None) -> list[LLMRequest]:
+        """Validate the upstream rows and build one request per row; every problem is named."""
+        if frame is None or len(frame) == 0:
+            raise InvalidInputError(
+                f"partition {partition!r} of {self.upstream_key.to_user_string()} has no rows: nothing to send",
+                partition=partition,
+            )
+        needed = [self.id_column, *self.required_columns]
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise InvalidInputError(
+                f"{self.upstream_key.to_user_string()} lacks column(s) {', '.join(missing)}; "
+                f"it has {', '.join(map(str, frame.columns))}",
+                missing=missing,
+            )
+        ids = frame[self.id_column].map(custom_id_for)
+        duplicated = ids[ids.duplicated()].unique().tolist()
+        if duplicated:
+            raise InvalidInputError(
+                f"column {self.id_column!r} has duplicate ids ({', '.join(duplicated[:5])}"
+                f"{'…' if len(duplicated) > 5 else ''}); every row needs its own id",
+                duplicates=len(duplicated),
+            )
+        deadline = (now or datetime.now(timezone.utc)) + self.deadline
+        return list(self._iter_requests(frame, ids, deadline))
+
+    def _iter_requests(self, frame: pd.DataFrame, ids: pd.Series, deadline: datetime) -> Iterator[LLMRequest]:
+        for custom_id, row in zip(ids, frame.to_dict("records")):
+            body = dict(self.build_request(row))
+            body["model"] = self.model
+            yield LLMRequest(custom_id, self.endpoint, self.model, body, Lane.BATCH, deadline)
+
+
+def custom_id_for(value: Any) -> str:
+    """A provider-safe custom_id from a row id: unsafe characters become '_', long ids are hashed."""
+    text = str(value)
+    if CUSTOM_ID_PATTERN.match(text):
+        return text
+    # The hash keeps distinct ids distinct after the unsafe characters are replaced.
+    safe = _UNSAFE_ID_CHARS.sub("_", text)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{safe[:47]}-{digest}" if safe else f"id-{digest}"

@@ -1,0 +1,48 @@
+"""Everything, wired: the four workloads, their sensors and checks, a nightly schedule, the resource.
+
+Load it with ``dagster dev -w workspace.yaml`` (``make dev``) or ``dagster dev -m batch_pipelines.definitions``.
+By default every model is served by the bundled emulator; see the README to point at real vendors.
+"""
+
+import dagster as dg
+
+from batch_pipelines.dagster_layer.resources import BatchGatewayResource
+from batch_pipelines.workloads import classification, embedding_backfill, evals, nightly_reports
+
+WORKLOADS = (nightly_reports.defs, classification.defs, embedding_backfill.defs, evals.defs)
+
+# The daily workloads' inputs and submit assets, every night at 01:00 for the day before.
+nightly_submit_job = dg.define_asset_job(
+    "nightly_submit",
+    selection=dg.AssetSelection.assets(
+        nightly_reports.team_activity,
+        nightly_reports.workload.submit_key,
+        classification.support_tickets,
+        classification.workload.submit_key,
+        evals.eval_cases,
+        evals.workload.submit_key,
+    ),
+    partitions_def=nightly_reports.daily,
+)
+nightly_schedule = dg.build_schedule_from_partitioned_job(nightly_submit_job, hour_of_day=1, minute_of_hour=0)
+
+
+def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            nightly_reports.team_activity,
+            nightly_reports.daily_reports_digest,
+            classification.support_tickets,
+            embedding_backfill.corpus_chunks,
+            evals.eval_cases,
+            *(asset for w in WORKLOADS for asset in w.assets),
+        ],
+        asset_checks=[check for w in WORKLOADS for check in w.checks],
+        sensors=[w.sensor for w in WORKLOADS],
+        jobs=[nightly_submit_job],
+        schedules=[nightly_schedule],
+        resources={"batch_gateway": resource or BatchGatewayResource()},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,366 @@
+"""The gateway: one object that routes, submits, polls and reconciles, over the adapters.
+
+It knows nothing of Dagster. The Dagster layer calls ``submit`` from the submit asset, ``poll``
+from the completion sensor and ``reconcile`` from the results asset, and turns the reports
+into metadata. The ledger, not any in-memory state here, is the source of truth, so every
+method can be called again after a crash and picks up where the last call stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from batch_pipelines.core.batches import BatchInfo
+from batch_pipelines.core.errors import BudgetExceededError
+from batch_pipelines.core.lanes import LanePolicy, RetryVerdict, choose_retry_lane, retry_verdict
+from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
+from batch_pipelines.core.pricing import PriceBook
+from batch_pipelines.core.requests import Lane, LLMRequest
+from batch_pipelines.core.status import BatchStatus
+from batch_pipelines.ledger import Ledger
+from batch_pipelines.providers.client import ProviderClient, build_client
+from batch_pipelines.providers.config import ProviderRegistry
+from batch_pipelines.results.partition_table import AttemptTableWriter, write_partition_table
+from batch_pipelines.services.estimate import DEFAULT_EXPECTED_OUTPUT_TOKENS, Estimate, estimate_requests
+from batch_pipelines.services.submit import submit_partition
+
+# What an outcome transform does with a succeeded answer: parsed result columns, or an
+# InvalidOutput-style exception that turns the item into invalid_output.
+ParseResponse = Callable[[dict[str, Any]], Mapping[str, Any]]
+RebuildRequests = Callable[[Sequence[str]], list[LLMRequest]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class SubmitReport:
+    job: str
+    partition: str
+    items: int
+    batches: tuple[BatchInfo, ...]
+    estimate: Estimate
+
+
+@dataclass(frozen=True)
+class PartitionProgress:
+    """Where one partition's batches stand, from the ledger after a poll."""
+
+    job: str
+    partition: str
+    batch_ids: tuple[str, ...]
+    statuses: Mapping[str, int]
+    total: int
+    completed: int
+    failed: int
+    all_terminal: bool
+    unreconciled_ids: tuple[str, ...]
+
+    @property
+    def ready_for_results(self) -> bool:
+        """Every batch ended and at least one has results nobody collected yet."""
+        return self.all_terminal and bool(self.unreconciled_ids)
+
+    @property
+    def status_summary(self) -> str:
+        return ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+
+
+@dataclass(frozen=True)
+class PollReport:
+    partitions: Mapping[str, PartitionProgress]
+    polled: int
+    out_of_time: bool
+
+
+@dataclass
+class ReconcileReport:
+    job: str
+    partition: str
+    complete: bool
+    collected_batches: list[str] = field(default_factory=list)
+    retried_on_sync: int = 0
+    resubmitted: int = 0
+    new_batch_ids: list[str] = field(default_factory=list)
+    results_path: Path | None = None
+    totals: Any = None  # ledger.PartitionTotals
+    batch_ids: list[str] = field(default_factory=list)
+
+
+class Gateway:
+    """Routes requests to providers and keeps the ledger true to what the providers did."""
+
+    def __init__(
+        self,
+        *,
+        registry: ProviderRegistry,
+        ledger: Ledger,
+        price_book: PriceBook,
+        work_dir: Path,
+        results_dir: Path,
+        policy: LanePolicy = LanePolicy(),
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        client_factory: Callable[..., ProviderClient] = build_client,
+    ) -> None:
+        self.registry = registry
+        self.ledger = ledger
+        self.price_book = price_book
+        self.work_dir = Path(work_dir)
+        self.results_dir = Path(results_dir)
+        self.policy = policy
+        self._clock = clock
+        self._monotonic = monotonic
+        self._client_factory = client_factory
+        self._clients: dict[str, ProviderClient] = {}
+
+    # -- routing -------------------------------------------------------------------------
+    def client_for_model(self, model: str) -> ProviderClient:
+        return self.client(self.registry.provider_for(model).name)
+
+    def client(self, provider: str) -> ProviderClient:
+        if provider not in self._clients:
+            self._clients[provider] = self._client_factory(self.registry.get(provider))
+        return self._clients[provider]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        self.ledger.close()
+
+    # -- submit ----------------------------------------------------------------------------
+    def estimate(self, requests: Sequence[LLMRequest], *, expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS) -> Estimate:
+        for model in {r.model for r in requests}:
+            self.registry.provider_for(model)  # an unroutable model fails before any spend
+            self.price_book.price(model)
+        return estimate_requests(requests, self.price_book, expected_output=expected_output_tokens)
+
+    def submit(
+        self,
+        job: str,
+        partition: str,
+        requests: Sequence[LLMRequest],
+        *,
+        budget_usd: Decimal | None = None,
+        expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS,
+    ) -> SubmitReport:
+        """Estimate, refuse over budget, then submit each provider's share idempotently."""
+        estimate = self.estimate(requests, expected_output_tokens=expected_output_tokens)
+        if budget_usd is not None and estimate.cost_usd > Decimal(budget_usd):
+            raise BudgetExceededError(
+                f"estimated batch cost ${estimate.cost_usd:.4f} for {estimate.requests} requests exceeds the "
+                f"budget of ${Decimal(budget_usd)}; nothing was sent",
+                estimated_cost_usd=str(estimate.cost_usd),
+                budget_usd=str(budget_usd),
+                requests=estimate.requests,
+            )
+        by_provider: dict[str, list[LLMRequest]] = defaultdict(list)
+        for request in requests:
+            by_provider[self.registry.provider_for(request.model).name].append(request)
+        batches: list[BatchInfo] = []
+        for provider, share in sorted(by_provider.items()):
+            batches.extend(
+                submit_partition(
+                    self.ledger,
+                    self.client(provider),
+                    share,
+                    job=job,
+                    partition=partition,
+                    work_dir=self.work_dir / job / partition,
+                )
+            )
+        return SubmitReport(job, partition, len(requests), tuple(batches), estimate)
+
+    # -- poll ------------------------------------------------------------------------------
+    def poll(self, job: str, *, time_budget_s: float = 40.0) -> PollReport:
+        """Refresh the job's open batches (one list call per page per provider), within a time budget."""
+        started = self._monotonic()
+        open_rows = [row for row in self.ledger.open_batches() if row.job == job]
+        by_provider: dict[str, set[str]] = defaultdict(set)
+        for row in open_rows:
+            by_provider[row.provider].add(row.vendor_batch_id)
+        polled = 0
+        out_of_time = False
+        for provider, ids in sorted(by_provider.items()):
+            if self._monotonic() - started > time_budget_s:
+                out_of_time = True  # the rest waits for the next tick
+                break
+            infos = self.client(provider).batch.poll(ids)
+            self.ledger.update_batches(infos.values())
+            polled += len(infos)
+        partitions = {p: self.progress(job, p) for p in self.ledger.active_partitions(job)}
+        return PollReport(partitions, polled, out_of_time)
+
+    def progress(self, job: str, partition: str) -> PartitionProgress:
+        rows = self.ledger.batches(job, partition)
+        statuses: dict[str, int] = defaultdict(int)
+        for row in rows:
+            statuses[row.status.value] += 1
+        return PartitionProgress(
+            job=job,
+            partition=partition,
+            batch_ids=tuple(r.vendor_batch_id for r in rows),
+            statuses=dict(statuses),
+            total=sum(r.total or 0 for r in rows),
+            completed=sum(r.completed or 0 for r in rows),
+            failed=sum(r.failed or 0 for r in rows),
+            all_terminal=all(r.status.is_terminal for r in rows),
+            unreconciled_ids=tuple(r.vendor_batch_id for r in rows if r.status.is_terminal and not r.reconciled),
+        )
+
+    # -- reconcile -------------------------------------------------------------------------
+    def reconcile(
+        self,
+        job: str,
+        partition: str,
+        *,
+        parse_response: ParseResponse | None = None,
+        rebuild_requests: RebuildRequests | None = None,
+        vector_column: str | None = None,
+        worker: str = "gateway",
+    ) -> ReconcileReport:
+        """Collect every ended batch, retry what deserves it, and write the table once all is terminal."""
+        report = ReconcileReport(job, partition, complete=False)
+        attempts_dir = self.results_dir / job / partition / "attempts"
+        for row in self.ledger.batches(job, partition):
+            if not row.status.is_terminal or row.reconciled:
+                continue
+            if not self.ledger.claim_batch_for_reconcile(row.provider, row.vendor_batch_id, worker=worker):
+                continue  # another worker has it; its results land in the ledger all the same
+            self._collect_batch(job, partition, row, attempts_dir, parse_response, vector_column)
+            self.ledger.mark_batch_reconciled(row.provider, row.vendor_batch_id)
+            report.collected_batches.append(row.vendor_batch_id)
+
+        if rebuild_requests is not None:
+            self._retry(job, partition, report, attempts_dir, parse_response, rebuild_requests, vector_column)
+
+        counts = self.ledger.item_counts(job, partition)
+        unfinished = counts.get("pending", 0) + counts.get("submitted", 0)
+        report.batch_ids = [r.vendor_batch_id for r in self.ledger.batches(job, partition)]
+        report.totals = self.ledger.partition_totals(job, partition)
+        if unfinished == 0 and not report.new_batch_ids:
+            report.complete = True
+            report.results_path = write_partition_table(
+                attempts_dir, self.results_dir / job / f"{partition}.parquet", self.ledger, job, partition, vector_column
+            )
+        return report
+
+    def _transform(self, outcome: ItemOutcome, parse_response: ParseResponse | None) -> tuple[ItemOutcome, Mapping[str, Any]]:
+        if outcome.kind is not OutcomeKind.SUCCEEDED or parse_response is None:
+            return outcome, {}
+        try:
+            return outcome, dict(parse_response(outcome.response))
+        except Exception as exc:  # the workload says the answer breaks its contract
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            return (
+                ItemOutcome(
+                    outcome.custom_id,
+                    OutcomeKind.INVALID_OUTPUT,
+                    reason=reason,
+                    usage=outcome.usage,
+                    response=outcome.response,
+                    status_code=outcome.status_code,
+                    model=outcome.model,
+                ),
+                {},
+            )
+
+    def _record(
+        self,
+        job: str,
+        partition: str,
+        batch_key: str,
+        outcomes: Iterable[ItemOutcome],
+        lane: Lane,
+        writer: AttemptTableWriter,
+        parse_response: ParseResponse | None,
+        default_model: str | None,
+    ) -> None:
+        chunk: list[ItemOutcome] = []
+        costs: dict[str, tuple[Decimal, Decimal]] = {}
+
+        def flush() -> None:
+            self.ledger.record_outcomes(job, partition, batch_key, chunk, costs, lane=lane)
+            chunk.clear()
+            costs.clear()
+
+        for raw in outcomes:
+            outcome, columns = self._transform(raw, parse_response)
+            model = outcome.model or default_model
+            if model and (outcome.usage.input_tokens or outcome.usage.output_tokens):
+                priced = self.price_book.cost(model, outcome.usage, lane)
+                costs[outcome.custom_id] = (priced.cost_usd, priced.sync_equivalent_usd)
+            writer.add(outcome, columns, batch_key=batch_key, lane=lane, cost=costs.get(outcome.custom_id))
+            chunk.append(outcome)
+            if len(chunk) >= 5000:
+                flush()
+        if chunk:
+            flush()
+
+    def _collect_batch(self, job, partition, row, attempts_dir: Path, parse_response, vector_column) -> None:
+        client = self.client(row.provider)
+        info = client.batch.get(row.vendor_batch_id)
+        self.ledger.update_batches([info])
+        if info.is_queue_full:
+            # Nothing ran: the items go back to pending without spending an attempt.
+            self.ledger.release_items(job, partition, batch_key=row.vendor_batch_id)
+            return
+        expected = [item.custom_id for item in self.ledger.iter_items(job, partition, batch_key=row.vendor_batch_id)]
+        download_dir = self.work_dir / job / partition / "downloads" / row.vendor_batch_id
+        files = client.batch.download_results(info, download_dir)
+        outcomes = client.batch.iter_outcomes(files, expected, model=info.model or row.model)
+        with AttemptTableWriter(attempts_dir / f"{row.vendor_batch_id}.parquet", vector_column) as writer:
+            self._record(job, partition, row.vendor_batch_id, outcomes, Lane.BATCH, writer, parse_response, info.model or row.model)
+
+    def _retry(self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, rebuild_requests, vector_column) -> None:
+        retry_ids: list[str] = []
+        deadlines: list[datetime] = []
+        for item in self.ledger.iter_items(job, partition, statuses=[k.value for k in OutcomeKind if k is not OutcomeKind.SUCCEEDED]):
+            if retry_verdict(item.status, item.attempts, item.status_code, self.policy) is RetryVerdict.RETRY:
+                retry_ids.append(item.custom_id)
+                if item.deadline is not None:
+                    deadlines.append(item.deadline)
+        if not retry_ids:
+            return
+        lane = choose_retry_lane(len(retry_ids), min(deadlines) if deadlines else None, self._clock(), self.policy)
+        self.ledger.mark_for_retry(job, partition, retry_ids, lane=lane)
+        requests = rebuild_requests(retry_ids)
+        if lane is Lane.BATCH:
+            round_no = 1 + max((i.round for i in self.ledger.intents(job, partition)), default=0)
+            infos = submit_partition(
+                self.ledger,
+                self.client_for_model(requests[0].model),
+                requests,
+                job=job,
+                partition=partition,
+                work_dir=self.work_dir / job / partition / f"round-{round_no}",
+                round=round_no,
+            )
+            report.resubmitted += len(requests)
+            report.new_batch_ids.extend(i.vendor_batch_id for i in infos)
+            return
+        self._run_on_sync(job, partition, requests, attempts_dir, parse_response, vector_column)
+        report.retried_on_sync += len(requests)
+
+    def _run_on_sync(self, job, partition, requests: list[LLMRequest], attempts_dir: Path, parse_response, vector_column) -> None:
+        import asyncio
+        import hashlib
+
+        ids = sorted(r.custom_id for r in requests)
+        batch_key = "sync-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:20] + f"-{int(self._clock().timestamp())}"
+        self.ledger.assign_items(job, partition, ids, batch_key=batch_key, lane=Lane.SYNC)
+        by_model: dict[str, list[LLMRequest]] = defaultdict(list)
+        for request in requests:
+            by_model[request.model].append(request)
+        with AttemptTableWriter(attempts_dir / f"{batch_key}.parquet", vector_column) as writer:
+            for model, share in by_model.items():
+                outcomes = asyncio.run(self.client_for_model(model).sync.run_many(share))
+                self._record(job, partition, batch_key, outcomes, Lane.SYNC, writer, parse_response, model)
