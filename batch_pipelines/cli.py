@@ -140,5 +140,10 @@ def dev(ui_port: int, emulator_port: int, time_scale: float) -> None:
     sys.exit(run_dev(Path.cwd(), ui_port=ui_port, emulator_port=emulator_port, time_scale=time_scale))
 
 
+from batch_pipelines.emulator.cli import emulator_command  # noqa: E402
+
+main.add_command(emulator_command, "emulator")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,6 @@
+"""A local provider that speaks the OpenAI and Anthropic batch and sync wire protocols.
+
+It answers deterministically, injects faults from a seeded profile, runs on a virtual clock and
+keeps its state on disk. Start it with ``batch-pipelines emulator`` or, in tests and scripts,
+with ``batch_pipelines.emulator.testing.run_emulator``. See docs/emulator.md.
+"""

@@ -1,0 +1,375 @@
+"""Deterministic "models": answers that depend only on the request.
+
+The conventions (documented in docs/emulator.md, relied on by the bundled workloads):
+
+- Classification: a prompt line starting ``Labels:`` or ``Allowed labels:`` lists the labels;
+  the answer is the first label whose words appear in the last user message, else one picked
+  by a stable hash of that message. With probability ``off_list_rate`` (seeded per custom_id,
+  or per prompt on the sync lane) the answer is an off-list word such as ``unsure``.
+- Judge: a prompt mentioning "judge" or "score" with ``Answer:`` and ``Reference:`` sections
+  gets ``{"score": 1-5, "rationale": "..."}`` from the word overlap of the two sections.
+- Summary/report: a prompt mentioning "summar" or "report" gets a markdown title and 2-4
+  extractive bullets from the user's text.
+- ``response_format`` with a JSON schema gets JSON that validates against the schema.
+- Anything else gets a short reply quoting the start of the last user message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from batch_pipelines.emulator.faults import chance, stable_index
+
+OFF_LIST_WORDS = ("unsure", "unknown", "other_label", "n/a")
+_LABELS_LINE = re.compile(r"^[ \t]*(?:allowed labels|labels)[ \t]*:[ \t]*(.+?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+_WORD = re.compile(r"[0-9A-Za-z]+")
+_SECTION = re.compile(r"^[ \t]*(question|answer|reference|criteria|rubric|context|input)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_MARKDOWN_LEAD = re.compile(r"^[\s#>*\-+\d.)]+")
+
+
+@dataclass(frozen=True, slots=True)
+class ContextFeatures:
+    """What the shared part of a prompt (system and earlier turns) asks for; memoised."""
+
+    labels: tuple[str, ...]
+    normalised_labels: tuple[str, ...]
+    mentions_judge: bool
+    mentions_summary: bool
+
+
+def _normalise(text: str) -> str:
+    return " " + _NON_WORD.sub(" ", text.lower()).strip() + " "
+
+
+def _features(text: str) -> ContextFeatures:
+    labels: tuple[str, ...] = ()
+    for match in _LABELS_LINE.finditer(text):
+        found = tuple(
+            label
+            for label in (raw.strip().strip("`'\"").rstrip(".").strip() for raw in match.group(1).split(","))
+            if label
+        )
+        if found:
+            labels = found
+    lowered = text.lower()
+    return ContextFeatures(
+        labels=labels,
+        normalised_labels=tuple(_normalise(label) for label in labels),
+        mentions_judge="judge" in lowered or "score" in lowered,
+        mentions_summary="summar" in lowered or "report" in lowered,
+    )
+
+
+context_features = lru_cache(maxsize=4096)(_features)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return "" if content is None else str(content)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptView:
+    shared: str  # system prompt and every turn before the last user message
+    last_user: str
+    features: ContextFeatures
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.shared}\n{self.last_user}" if self.shared else self.last_user
+
+
+def view_prompt(body: dict[str, Any]) -> PromptView:
+    messages = body.get("messages") or ()
+    last_user_index = None
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, dict) and message.get("role") == "user":
+            last_user_index = index
+            break
+    shared_parts: list[str] = []
+    system = body.get("system")
+    if system:
+        shared_parts.append(_content_text(system))
+    last_user = ""
+    for index, message in enumerate(messages):
+        text = _content_text(message.get("content")) if isinstance(message, dict) else ""
+        if index == last_user_index:
+            last_user = text
+        else:
+            shared_parts.append(text)
+    # The common batch shape is one system prompt plus the user turn: no string copy then.
+    shared = shared_parts[0] if len(shared_parts) == 1 else "\n".join(shared_parts)
+    features = context_features(shared)
+    # The last user message differs on every line: look at it without memoising it, and only
+    # run the regexes when a cheap substring test says an instruction may be there.
+    lowered = last_user.lower()
+    if "labels" in lowered or "judge" in lowered or "score" in lowered or "summar" in lowered or "report" in lowered:
+        user_features = _features(last_user)
+        features = ContextFeatures(
+            labels=user_features.labels or features.labels,
+            normalised_labels=user_features.normalised_labels or features.normalised_labels,
+            mentions_judge=features.mentions_judge or user_features.mentions_judge,
+            mentions_summary=features.mentions_summary or user_features.mentions_summary,
+        )
+    return PromptView(shared, last_user, features)
+
+
+def choose_label(values: tuple[str, ...], normalised: tuple[str, ...], message: str) -> str:
+    """The first value whose words appear in ``message``, else a stable pick by hash."""
+    lowered = message.lower()
+    text: str | None = None
+    for value, norm in zip(values, normalised):
+        probe = norm.strip()
+        # A cheap substring test first; the whole-word check only when it could match.
+        if probe and (probe in lowered or " " in probe):
+            if text is None:
+                text = _normalise(message)
+            if norm in text:
+                return value
+    return values[stable_index(message, len(values))]
+
+
+def off_list_word(labels: tuple[str, ...]) -> str:
+    lowered = {label.lower() for label in labels}
+    return next(word for word in OFF_LIST_WORDS if word not in lowered)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def _sections(text: str) -> dict[str, str]:
+    matches = list(_SECTION.finditer(text))
+    out: dict[str, str] = {}
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        out[match.group(1).lower()] = text[match.end() : end].strip()
+    return out
+
+
+def judge(view: PromptView) -> tuple[int, str] | None:
+    """Score 1-5 from the word overlap of the Answer and Reference sections, if present."""
+    if not view.features.mentions_judge:
+        return None
+    sections = _sections(view.last_user)
+    if "answer" not in sections or "reference" not in sections:
+        sections = _sections(view.full_text)
+        if "answer" not in sections or "reference" not in sections:
+            return None
+    answer = {w.lower() for w in _words(sections["answer"])}
+    reference = {w.lower() for w in _words(sections["reference"])}
+    if not answer and not reference:
+        return 5, "Both the answer and the reference are empty."
+    shared = answer & reference
+    overlap = len(shared) / len(answer | reference)
+    score = max(1, min(5, 1 + int(overlap * 4 + 0.5)))
+    return score, f"The answer shares {len(shared)} of {len(reference)} reference words."
+
+
+def _sentences(text: str) -> list[str]:
+    out: list[str] = []
+    for line in text.splitlines():
+        line = _MARKDOWN_LEAD.sub("", line).strip()
+        if line:
+            out.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
+    return out
+
+
+def title_words(text: str, count: int = 8) -> str:
+    words = _words(text)[:count]
+    return " ".join(words) if words else "Summary"
+
+
+def summary(view: PromptView) -> str:
+    text = view.last_user or view.shared
+    sentences = _sentences(text)[:4]
+    if len(sentences) < 2:
+        words = (sentences[0] if sentences else "").split()
+        half = max(1, len(words) // 2)
+        sentences = [" ".join(words[:half]) or "(no content)", " ".join(words[half:]) or "(no further content)"]
+    bullets = "\n".join(f"- {' '.join(s.split()[:40])}" for s in sentences)
+    return f"# {title_words(text)}\n\n{bullets}"
+
+
+def default_reply(view: PromptView) -> str:
+    words = _words(view.last_user)[:12]
+    return "Emulated reply: " + (" ".join(words) if words else "no user message.")
+
+
+def answer_text(body: dict[str, Any], *, key: str, seed: int, off_list_rate: float) -> str:
+    """The assistant's text for a chat or messages request (no response_format)."""
+    view = view_prompt(body)
+    features = view.features
+    if features.labels:
+        if off_list_rate > 0 and chance(seed, "off_list", key) < off_list_rate:
+            return off_list_word(features.labels)
+        return choose_label(features.labels, features.normalised_labels, view.last_user)
+    verdict = judge(view)
+    if verdict is not None:
+        score, rationale = verdict
+        return orjson.dumps({"score": score, "rationale": rationale}).decode()
+    if features.mentions_summary:
+        return summary(view)
+    return default_reply(view)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structured output: JSON that validates against the requested schema.
+
+
+class _SchemaFiller:
+    def __init__(self, root: dict[str, Any], view: PromptView) -> None:
+        self.root = root
+        self.view = view
+        self._verdict: tuple[int, str] | None | bool = False
+
+    @property
+    def verdict(self) -> tuple[int, str] | None:
+        if self._verdict is False:
+            self._verdict = judge(self.view)
+        return self._verdict  # type: ignore[return-value]
+
+    def resolve(self, schema: Any) -> dict[str, Any]:
+        seen = 0
+        while isinstance(schema, dict) and "$ref" in schema and seen < 32:
+            ref = schema["$ref"]
+            if not isinstance(ref, str) or not ref.startswith("#/"):
+                return {}
+            node: Any = self.root
+            for piece in ref[2:].split("/"):
+                node = node.get(piece, {}) if isinstance(node, dict) else {}
+            schema = node
+            seen += 1
+        return schema if isinstance(schema, dict) else {}
+
+    def fill(self, schema: Any, name: str = "", depth: int = 0) -> Any:
+        schema = self.resolve(schema)
+        if depth > 16:
+            return None
+        if "const" in schema:
+            return schema["const"]
+        if isinstance(schema.get("enum"), list) and schema["enum"]:
+            return self._enum(schema["enum"])
+        for combinator in ("anyOf", "oneOf"):
+            options = schema.get(combinator)
+            if isinstance(options, list) and options:
+                chosen = next((o for o in options if self.resolve(o).get("type") != "null"), options[0])
+                return self.fill(chosen, name, depth + 1)
+        if isinstance(schema.get("allOf"), list) and schema["allOf"]:
+            merged: dict[str, Any] = {}
+            for part in schema["allOf"]:
+                part = self.resolve(part)
+                merged.update({k: v for k, v in part.items() if k != "properties"})
+                merged.setdefault("properties", {}).update(part.get("properties", {}))
+            return self.fill(merged, name, depth + 1)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind is None:
+            kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+        return getattr(self, f"_{kind}", self._string)(schema, name, depth)
+
+    def _enum(self, values: list[Any]) -> Any:
+        strings = [v for v in values if isinstance(v, str)]
+        if not strings:
+            return values[stable_index(self.view.last_user, len(values))]
+        return choose_label(tuple(strings), tuple(_normalise(s) for s in strings), self.view.last_user)
+
+    def _object(self, schema: dict[str, Any], name: str, depth: int) -> dict[str, Any]:
+        properties = schema.get("properties") or {}
+        return {key: self.fill(sub, key, depth + 1) for key, sub in properties.items()}
+
+    def _array(self, schema: dict[str, Any], name: str, depth: int) -> list[Any]:
+        low = int(schema.get("minItems", 1) or 0)
+        high = schema.get("maxItems")
+        count = max(low, 1)
+        if isinstance(high, int):
+            count = min(count, high)
+        items = schema.get("items", {})
+        if isinstance(schema.get("prefixItems"), list):
+            return [self.fill(s, name, depth + 1) for s in schema["prefixItems"]]
+        return [self.fill(items, name, depth + 1) for _ in range(count)]
+
+    def _string(self, schema: dict[str, Any], name: str, depth: int) -> str:
+        lowered = name.lower()
+        features = self.view.features
+        if features.labels and any(w in lowered for w in ("label", "category", "class", "answer")):
+            value = choose_label(features.labels, features.normalised_labels, self.view.last_user)
+        elif "summary" in lowered or "report" in lowered:
+            value = summary(self.view)
+        elif any(w in lowered for w in ("rationale", "reason", "explanation")):
+            verdict = self.verdict
+            value = verdict[1] if verdict else "Chosen from the words of the request."
+        elif "title" in lowered:
+            value = title_words(self.view.last_user)
+        else:
+            value = title_words(self.view.last_user, 6) if self.view.last_user else "value"
+        low = int(schema.get("minLength", 0) or 0)
+        high = schema.get("maxLength")
+        if len(value) < low:
+            value = value + "x" * (low - len(value))
+        if isinstance(high, int):
+            value = value[:high]
+        return value
+
+    def _bounded(self, schema: dict[str, Any], preferred: float) -> float:
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high = schema.get("maximum", schema.get("exclusiveMaximum"))
+        value = preferred
+        if isinstance(low, (int, float)):
+            value = max(value, low + (1 if "exclusiveMinimum" in schema and "minimum" not in schema else 0))
+        if isinstance(high, (int, float)):
+            value = min(value, high - (1 if "exclusiveMaximum" in schema and "maximum" not in schema else 0))
+        return value
+
+    def _integer(self, schema: dict[str, Any], name: str, depth: int) -> int:
+        verdict = self.verdict if "score" in name.lower() else None
+        preferred = verdict[0] if verdict else 1 + stable_index(name + self.view.last_user, 5)
+        return int(self._bounded(schema, preferred))
+
+    def _number(self, schema: dict[str, Any], name: str, depth: int) -> float:
+        verdict = self.verdict if "score" in name.lower() else None
+        preferred = float(verdict[0]) if verdict else stable_index(name + self.view.last_user, 100) / 100
+        return float(self._bounded(schema, preferred))
+
+    def _boolean(self, schema: dict[str, Any], name: str, depth: int) -> bool:
+        return stable_index(name + self.view.last_user, 2) == 1
+
+    def _null(self, schema: dict[str, Any], name: str, depth: int) -> None:
+        return None
+
+
+def answer_json(body: dict[str, Any], schema: dict[str, Any]) -> str:
+    """JSON text that validates against ``schema`` (object, array, string, integer, number,
+    boolean, null, enum, const, required, $ref, anyOf/oneOf/allOf, min/max bounds)."""
+    view = view_prompt(body)
+    filler = _SchemaFiller(schema, view)
+    return orjson.dumps(filler.fill(schema)).decode()
+
+
+def answer_for(body: dict[str, Any], *, key: str, seed: int, off_list_rate: float) -> str:
+    """The answer text, honouring an OpenAI ``response_format`` when one is given."""
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict):
+        kind = response_format.get("type")
+        if kind == "json_schema":
+            spec = response_format.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            return answer_json(body, schema if isinstance(schema, dict) else {"type": "object"})
+        if kind == "json_object":
+            text = answer_text(body, key=key, seed=seed, off_list_rate=off_list_rate)
+            if text.startswith("{"):
+                return text
+            return orjson.dumps({"answer": text}).decode()
+    return answer_text(body, key=key, seed=seed, off_list_rate=off_list_rate)
