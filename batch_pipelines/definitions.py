@@ -22,7 +22,6 @@ nightly_submit_job = dg.define_asset_job(
         evals.eval_cases,
         evals.workload.submit_key,
     ),
-    partitions_def=nightly_reports.daily,
 )
 nightly_schedule = dg.build_schedule_from_partitioned_job(nightly_submit_job, hour_of_day=1, minute_of_hour=0)
 
@@ -38,7 +37,7 @@ def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Defini
             *(asset for w in WORKLOADS for asset in w.assets),
         ],
         asset_checks=[check for w in WORKLOADS for check in w.checks],
-        sensors=[w.sensor for w in WORKLOADS],
+        sensors=[sensor for w in WORKLOADS for sensor in w.sensors],
         jobs=[nightly_submit_job],
         schedules=[nightly_schedule],
         resources={"batch_gateway": resource or BatchGatewayResource()},

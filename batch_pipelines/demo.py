@@ -77,7 +77,9 @@ def _run_workload(defs, wdefs: BatchWorkloadDefinitions, instance, resource, ech
     check_notes: list[str] = []
     passed = True
     for tick in range(MAX_TICKS):
-        with dg.build_sensor_context(instance=instance, definitions=defs, sensor_name=wdefs.sensor.name) as context:
+        with dg.build_sensor_context(
+            instance=instance, definitions=defs, sensor_name=wdefs.sensor.name, resources={"batch_gateway": resource}
+        ) as context:
             result = wdefs.sensor(context)
         for event in result.asset_events:
             instance.report_runless_asset_event(event)

@@ -7,7 +7,6 @@ For a workload named ``w`` it builds, all on the workload's partitions:
 - ``w_completion_sensor``: polls open batches, observes progress, requests the results run.
 """
 
-from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.dagster_layer.workload import BatchWorkload
 
 RESOURCE_KEY = "batch_gateway"
+PROMOTE_TAG = "batch_pipelines/promote"
 SENSOR_TIME_BUDGET_S = 40.0  # well inside Dagster's 60 s sensor limit
 
 
@@ -35,13 +35,18 @@ class BatchWorkloadDefinitions:
     results_asset: dg.AssetsDefinition
     checks: tuple[dg.AssetChecksDefinition, ...]
     sensor: dg.SensorDefinition
+    deadline_sensor: dg.SensorDefinition
 
     @property
     def assets(self) -> list[dg.AssetsDefinition]:
         return [self.submit_asset, self.results_asset]
 
+    @property
+    def sensors(self) -> list[dg.SensorDefinition]:
+        return [self.sensor, self.deadline_sensor]
+
     def definitions(self) -> dg.Definitions:
-        return dg.Definitions(assets=self.assets, asset_checks=list(self.checks), sensors=[self.sensor])
+        return dg.Definitions(assets=self.assets, asset_checks=list(self.checks), sensors=self.sensors)
 
 
 def batch_workload(workload: BatchWorkload, *, sensor_interval_seconds: int = 30) -> BatchWorkloadDefinitions:
@@ -53,7 +58,8 @@ def batch_workload(workload: BatchWorkload, *, sensor_interval_seconds: int = 30
     if workload.budget_usd is not None:
         checks.append(cost_budget_check(workload.results_key, workload.partitions_def, workload.budget_usd))
     sensor = completion_sensor(workload, minimum_interval_seconds=sensor_interval_seconds)
-    return BatchWorkloadDefinitions(workload, submit_asset, results_asset, tuple(checks), sensor)
+    watchdog = deadline_sensor(workload, minimum_interval_seconds=sensor_interval_seconds)
+    return BatchWorkloadDefinitions(workload, submit_asset, results_asset, tuple(checks), sensor, watchdog)
 
 
 def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
@@ -117,6 +123,15 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
             return [r for r in workload.requests_from_frame(rows, partition=partition) if r.custom_id in wanted]
 
         try:
+            if context.run.tags.get(PROMOTE_TAG) == "now":
+                promoted = gateway.promote(
+                    workload.name,
+                    partition,
+                    rebuild_requests=rebuild,
+                    parse_response=workload.parse_response,
+                    vector_column=workload.vector_column,
+                )
+                context.log.warning(f"deadline at risk: {promoted} item(s) promoted to the sync lane while their batch runs on")
             report = gateway.reconcile(
                 workload.name,
                 partition,
@@ -131,7 +146,7 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
             # Retries went out as a new batch: the sensor requests this asset again when it ends.
             context.log.info(f"{report.resubmitted} item(s) resubmitted in {report.new_batch_ids}; not materializing yet")
             return
-        metadata = results_metadata(report, provider_of=lambda model: gateway.registry.provider_for(model).name)
+        metadata = results_metadata(report, provider_of=lambda model: gateway.registry.provider_for(model).protocol)
         if workload.summarize is not None and report.results_path is not None:
             metadata.update(workload.summarize(pd.read_parquet(report.results_path)))
         yield dg.MaterializeResult(metadata=metadata)
@@ -178,6 +193,52 @@ def completion_sensor(workload: BatchWorkload, *, minimum_interval_seconds: int 
                 )
         skip = None if run_requests or observations else "no open batches"
         return dg.SensorResult(run_requests=run_requests, asset_events=observations, skip_reason=skip)
+
+    return _sensor
+
+
+def deadline_sensor(workload: BatchWorkload, *, minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
+    """The deadline watchdog: cancels batches that would finish too late and promotes their items.
+
+    Cancelling lets the partial output be salvaged (the completion sensor then collects it and
+    the retry policy sends the rest to the sync lane, the deadline being near). When there is no
+    time to wait for the cancellation, it requests a results run that runs the items on the sync
+    lane at once while the batch goes on.
+    """
+
+    @dg.sensor(
+        name=f"{workload.name}_deadline_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        asset_selection=[workload.results_key, *workload.downstream],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Promotes {workload.name}'s items to the sync lane when a batch would miss their deadline.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, batch_gateway: BatchGatewayResource) -> dg.SensorResult:
+        actions = batch_gateway.gateway.watch_deadlines(workload.name)
+        observations = [
+            dg.AssetObservation(
+                asset_key=workload.submit_key,
+                partition=action.partition,
+                metadata={
+                    "deadline_at_risk": action.deadline.isoformat(),
+                    "items_waiting": action.remaining,
+                    "cancel_requested": dg.MetadataValue.json(list(action.cancel_requested)),
+                    "promoted_now": action.run_on_sync_now,
+                },
+            )
+            for action in actions
+        ]
+        run_requests = [
+            dg.RunRequest(
+                run_key=_run_key(workload.name, action.partition, ["promote", *action.open_batch_ids]),
+                partition_key=action.partition,
+                asset_selection=[workload.results_key, *workload.downstream],
+                tags={"batch_pipelines/workload": workload.name, PROMOTE_TAG: "now"},
+            )
+            for action in actions
+            if action.run_on_sync_now
+        ]
+        return dg.SensorResult(run_requests=run_requests, asset_events=observations, skip_reason=None if actions else "no deadline at risk")
 
     return _sensor
 

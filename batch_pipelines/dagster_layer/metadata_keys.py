@@ -30,6 +30,7 @@ RESULTS_PATH = "results_path"
 SUMMARY = "summary"
 PROMOTED_ITEMS = "promoted_items"
 PROMOTION_EXTRA_COST_USD = "promotion_extra_cost_usd"
+PAID_TWICE_USD = "paid_twice_usd"
 RETRIED_ITEMS = "retried_items"
 
 

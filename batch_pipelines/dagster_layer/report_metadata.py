@@ -35,9 +35,12 @@ def results_metadata(report: Any, *, provider_of: Any) -> dict[str, Any]:
         keys.SAVINGS_USD: _usd(savings),
         keys.SAVINGS_PCT: float(round(savings_pct, 4)),
         keys.RETRIED_ITEMS: report.retried_on_sync + report.resubmitted,
+        keys.PROMOTED_ITEMS: report.promoted,
+        keys.PROMOTION_EXTRA_COST_USD: _usd(report.promotion_extra_cost_usd),
+        keys.PAID_TWICE_USD: _usd(report.paid_twice_usd),
         keys.BATCH_IDS: dg.MetadataValue.json(list(report.batch_ids)),
     }
-    for model, usage in sorted(totals.per_model.items()):
+    for model, usage in sorted(totals.usage_by_model.items()):
         provider = provider_of(model)
         metadata[keys.token_key(provider, model, "prompt_tokens")] = usage.input_tokens
         metadata[keys.token_key(provider, model, "cached_tokens")] = usage.cached_input_tokens

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, SecretStr
 
 from batch_pipelines.core.lanes import LanePolicy
 from batch_pipelines.core.pricing import PriceBook
@@ -113,7 +113,7 @@ class BatchGatewayResource(dg.ConfigurableResource):
         else:
             url = self.emulator_url or os.environ.get(EMULATOR_URL_ENV) or "http://127.0.0.1:8765"
             registry = ProviderRegistry.for_emulator(url)
-        return registry.with_api_keys(openai=self.openai_api_key, anthropic=self.anthropic_api_key)
+        return _with_api_keys(registry, {"openai": self.openai_api_key, "anthropic": self.anthropic_api_key})
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._gateway = self.build_gateway()
@@ -132,3 +132,12 @@ class BatchGatewayResource(dg.ConfigurableResource):
         if self._gateway is None:  # used outside a run (e.g. a script): build lazily
             self._gateway = self.build_gateway()
         return self._gateway
+
+
+def _with_api_keys(registry: ProviderRegistry, keys_by_protocol: dict[str, Optional[str]]) -> ProviderRegistry:
+    """The registry with the resource's keys (from dagster.EnvVar) set on providers of each protocol."""
+    providers = []
+    for provider in registry.providers:
+        key = keys_by_protocol.get(provider.protocol)
+        providers.append(provider.model_copy(update={"api_key": SecretStr(key)}) if key else provider)
+    return ProviderRegistry(providers)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Connection,
     and_,
     bindparam,
+    case,
     delete,
     event,
     func,
@@ -66,6 +67,7 @@ from batch_pipelines.ledger.engine import (
 from batch_pipelines.ledger.rows import (
     ITEM_STATUSES,
     RETRYABLE_STATUSES,
+    AttemptGroup,
     BatchRow,
     IntentRow,
     ItemRow,
@@ -101,6 +103,8 @@ from batch_pipelines.ledger.schema import items as items_t
 T = TypeVar("T")
 
 _ZERO = Decimal(0)
+# Attempts the deadline watchdog moved to the sync lane carry batch keys with this prefix.
+PROMOTION_KEY_PREFIX = "promo-"
 _NO_COST = (_ZERO, _ZERO)
 _TERMINAL_VALUES = tuple(sorted(s.value for s in TERMINAL_STATUSES))
 # PostgreSQL may pick one of two workers that lock the same rows in different orders as a
@@ -734,6 +738,48 @@ class Ledger:
             sync_equivalent_usd=sync_total,
             by_model=by_model,
         )
+
+    def attempt_groups(self, job: str, partition: str) -> list[AttemptGroup]:
+        """Closed attempts summed by (lane, model, superseded): the evidence for promotion costs."""
+        a, i = attempts, items_t
+        superseded = and_(a.c.outcome == "succeeded", i.c.batch_key.is_distinct_from(a.c.batch_key))
+        flag = case((superseded, 1), else_=0).label("superseded")
+        promoted = case((a.c.batch_key.like(f"{PROMOTION_KEY_PREFIX}%"), 1), else_=0).label("promoted")
+        sums = [func.sum(a.c[name]) for name in USAGE_COLUMNS]
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(a.c.lane, a.c.model, flag, promoted, func.count(), func.sum(a.c.cost_usd), func.sum(a.c.sync_equivalent_usd), *sums)
+                .select_from(a.join(i, and_(i.c.job == a.c.job, i.c.partition == a.c.partition, i.c.custom_id == a.c.custom_id)))
+                .where(a.c.job == job, a.c.partition == partition, a.c.outcome.is_not(None))
+                .group_by(a.c.lane, a.c.model, flag, promoted)
+                .order_by(a.c.lane, a.c.model, flag, promoted)
+            ).all()
+        return [
+            AttemptGroup(
+                lane=Lane(lane),
+                model=model,
+                superseded=bool(flagged),
+                promoted=bool(was_promoted),
+                attempts=int(count),
+                usage=Usage(*(int(v or 0) for v in usage_sums)),
+                cost_usd=cost if cost is not None else _ZERO,
+                sync_equivalent_usd=sync if sync is not None else _ZERO,
+            )
+            for lane, model, flagged, was_promoted, count, cost, sync, *usage_sums in rows
+        ]
+
+    def unfinished_in_batches(self, job: str, partition: str, batch_keys: Sequence[str]) -> tuple[int, datetime | None]:
+        """How many items still wait on these batches, and the earliest deadline among them."""
+        if not batch_keys:
+            return 0, None
+        i = items_t
+        with self._reading() as connection:
+            count, earliest = connection.execute(
+                select(func.count(), func.min(i.c.deadline)).where(
+                    i.c.job == job, i.c.partition == partition, i.c.status == SUBMITTED, i.c.batch_key.in_(list(batch_keys))
+                )
+            ).one()
+        return int(count), earliest
 
     # --- submit intents --------------------------------------------------------------------
 

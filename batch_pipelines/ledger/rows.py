@@ -175,6 +175,24 @@ class PartitionTotals:
         return self.counts.get(status.value if isinstance(status, OutcomeKind) else status, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptGroup:
+    """Closed attempts of a partition grouped by lane and model, split by whether they count.
+
+    ``superseded`` attempts answered successfully for an item that now follows another attempt
+    (a promotion raced its batch and both finished): their cost was paid twice and is shown.
+    """
+
+    lane: Lane
+    model: str
+    superseded: bool
+    promoted: bool  # run on the sync lane by the deadline watchdog (batch_key starts "promo-")
+    attempts: int
+    usage: Usage
+    cost_usd: Decimal
+    sync_equivalent_usd: Decimal
+
+
 def batch_errors_to_json(errors: tuple[BatchError, ...]) -> list[dict[str, Any]]:
     return [{"code": e.code, "message": e.message, "line": e.line, "param": e.param} for e in errors]
 

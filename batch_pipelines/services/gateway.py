@@ -8,7 +8,10 @@ method can be called again after a crash and picks up where the last call stoppe
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,12 +21,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import BudgetExceededError
-from batch_pipelines.core.lanes import LanePolicy, RetryVerdict, choose_retry_lane, retry_verdict
+from batch_pipelines.core.lanes import LanePolicy, RetryVerdict, choose_retry_lane, deadline_at_risk, retry_verdict
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.ledger import Ledger
+from batch_pipelines.ledger.ledger import PROMOTION_KEY_PREFIX
 from batch_pipelines.providers.client import ProviderClient, build_client
 from batch_pipelines.providers.config import ProviderRegistry
 from batch_pipelines.results.partition_table import AttemptTableWriter, write_partition_table
@@ -80,6 +84,19 @@ class PollReport:
     out_of_time: bool
 
 
+@dataclass(frozen=True)
+class DeadlineAction:
+    """What the watchdog did for one partition whose deadline is at risk."""
+
+    job: str
+    partition: str
+    remaining: int
+    deadline: datetime
+    cancel_requested: tuple[str, ...]
+    run_on_sync_now: bool  # no time left to wait for the cancellation: run the items while it goes on
+    open_batch_ids: tuple[str, ...]
+
+
 @dataclass
 class ReconcileReport:
     job: str
@@ -87,6 +104,9 @@ class ReconcileReport:
     complete: bool
     collected_batches: list[str] = field(default_factory=list)
     retried_on_sync: int = 0
+    promoted: int = 0  # attempts the deadline watchdog ran on the sync lane
+    promotion_extra_cost_usd: Decimal = Decimal(0)  # what promotions cost beyond the batch price
+    paid_twice_usd: Decimal = Decimal(0)  # answers the batch still delivered for promoted items
     resubmitted: int = 0
     new_batch_ids: list[str] = field(default_factory=list)
     results_path: Path | None = None
@@ -216,6 +236,60 @@ class Gateway:
             unreconciled_ids=tuple(r.vendor_batch_id for r in rows if r.status.is_terminal and not r.reconciled),
         )
 
+    # -- deadline watchdog -------------------------------------------------------------------
+    def watch_deadlines(self, job: str) -> list[DeadlineAction]:
+        """Cancel the batches of partitions whose deadline is at risk; say which cannot wait for it.
+
+        Cancelling first lets the partial output be salvaged, so finished work is not paid for
+        twice. When even the cancellation (up to ~10 minutes) would not leave time to finish on
+        the sync lane, the caller runs the items on the sync lane at once (``promote``) while the
+        batch goes on; whatever the batch still finishes is recorded as a duplicate cost.
+        """
+        now = self._clock()
+        actions: list[DeadlineAction] = []
+        for partition in self.ledger.active_partitions(job):
+            open_rows = [r for r in self.ledger.batches(job, partition) if not r.status.is_terminal]
+            if not open_rows:
+                continue
+            open_ids = [r.vendor_batch_id for r in open_rows]
+            remaining, earliest = self.ledger.unfinished_in_batches(job, partition, open_ids)
+            if earliest is None or not deadline_at_risk(earliest, now, remaining, self.policy):
+                continue
+            cancel_requested = []
+            for row in open_rows:
+                if row.status is not BatchStatus.CANCELLING:
+                    self.ledger.update_batches([self.client(row.provider).batch.cancel(row.vendor_batch_id)])
+                    cancel_requested.append(row.vendor_batch_id)
+            no_time_to_wait = now + self.policy.sync_duration(remaining) + self.policy.safety_margin >= earliest
+            actions.append(
+                DeadlineAction(job, partition, remaining, earliest, tuple(cancel_requested), no_time_to_wait, tuple(open_ids))
+            )
+        return actions
+
+    def promote(
+        self,
+        job: str,
+        partition: str,
+        *,
+        rebuild_requests: RebuildRequests,
+        parse_response: ParseResponse | None = None,
+        vector_column: str | None = None,
+    ) -> int:
+        """Run every item still waiting on an unfinished batch on the sync lane now; returns how many."""
+        open_ids = [r.vendor_batch_id for r in self.ledger.batches(job, partition) if not r.status.is_terminal]
+        waiting = [
+            item.custom_id
+            for batch_id in open_ids
+            for item in self.ledger.iter_items(job, partition, statuses=["submitted"], batch_key=batch_id)
+        ]
+        if not waiting:
+            return 0
+        attempts_dir = self.results_dir / job / partition / "attempts"
+        self._run_on_sync(
+            job, partition, rebuild_requests(waiting), attempts_dir, parse_response, vector_column, prefix=PROMOTION_KEY_PREFIX
+        )
+        return len(waiting)
+
     # -- reconcile -------------------------------------------------------------------------
     def reconcile(
         self,
@@ -236,7 +310,7 @@ class Gateway:
             if not self.ledger.claim_batch_for_reconcile(row.provider, row.vendor_batch_id, worker=worker):
                 continue  # another worker has it; its results land in the ledger all the same
             self._collect_batch(job, partition, row, attempts_dir, parse_response, vector_column)
-            self.ledger.mark_batch_reconciled(row.provider, row.vendor_batch_id)
+            self.ledger.mark_batch_reconciled(row.provider, row.vendor_batch_id, worker=worker)
             report.collected_batches.append(row.vendor_batch_id)
 
         if rebuild_requests is not None:
@@ -246,12 +320,24 @@ class Gateway:
         unfinished = counts.get("pending", 0) + counts.get("submitted", 0)
         report.batch_ids = [r.vendor_batch_id for r in self.ledger.batches(job, partition)]
         report.totals = self.ledger.partition_totals(job, partition)
+        self._account_promotions(job, partition, report)
         if unfinished == 0 and not report.new_batch_ids:
             report.complete = True
             report.results_path = write_partition_table(
                 attempts_dir, self.results_dir / job / f"{partition}.parquet", self.ledger, job, partition, vector_column
             )
         return report
+
+    def _account_promotions(self, job: str, partition: str, report: ReconcileReport) -> None:
+        """Promotions' extra cost: the sync premium over the batch price, plus answers paid twice."""
+        for group in self.ledger.attempt_groups(job, partition):
+            if group.promoted:
+                report.promoted += group.attempts
+                batch_price = self.price_book.cost(group.model, group.usage, Lane.BATCH).cost_usd
+                report.promotion_extra_cost_usd += group.cost_usd - batch_price
+            if group.superseded:
+                report.paid_twice_usd += group.cost_usd
+                report.promotion_extra_cost_usd += group.cost_usd
 
     def _transform(self, outcome: ItemOutcome, parse_response: ParseResponse | None) -> tuple[ItemOutcome, Mapping[str, Any]]:
         if outcome.kind is not OutcomeKind.SUCCEEDED or parse_response is None:
@@ -350,13 +436,16 @@ class Gateway:
         self._run_on_sync(job, partition, requests, attempts_dir, parse_response, vector_column)
         report.retried_on_sync += len(requests)
 
-    def _run_on_sync(self, job, partition, requests: list[LLMRequest], attempts_dir: Path, parse_response, vector_column) -> None:
-        import asyncio
-        import hashlib
-
+    def _run_on_sync(
+        self, job, partition, requests: list[LLMRequest], attempts_dir: Path, parse_response, vector_column, *, prefix: str = "sync-"
+    ) -> None:
         ids = sorted(r.custom_id for r in requests)
-        batch_key = "sync-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:20] + f"-{int(self._clock().timestamp())}"
-        self.ledger.assign_items(job, partition, ids, batch_key=batch_key, lane=Lane.SYNC)
+        # A fresh key per run: the ledger refuses to reuse one, so a replay cannot double-count.
+        batch_key = prefix + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16] + f"-{uuid.uuid4().hex[:8]}"
+        if prefix == PROMOTION_KEY_PREFIX:
+            self.ledger.promote_items(job, partition, ids, batch_key=batch_key, lane=Lane.SYNC)
+        else:
+            self.ledger.assign_items(job, partition, ids, batch_key=batch_key, lane=Lane.SYNC)
         by_model: dict[str, list[LLMRequest]] = defaultdict(list)
         for request in requests:
             by_model[request.model].append(request)

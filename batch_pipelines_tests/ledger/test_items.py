@@ -310,3 +310,19 @@ def test_release_items_gives_back_an_assignment_that_never_ran(ledger):
     assert (released.status, released.batch_key, released.attempts) == ("pending", None, 0)
     assert ledger.partition_totals(JOB, PARTITION).open_attempts == 2
     assert ledger.assign_items(JOB, PARTITION, ids(10), batch_key="refused", lane=Lane.BATCH) == 8  # the key is free again
+
+
+def test_attempt_groups_show_lanes_and_paid_twice_answers(ledger):
+    """Closed attempts are summed by lane and model; a batch answer for a promoted item shows as superseded."""
+    ledger.record_items(JOB, PARTITION, requests(3), provider=PROVIDER)
+    ledger.assign_items(JOB, PARTITION, ids(3), batch_key="batch-1", lane=Lane.BATCH)
+    ledger.promote_items(JOB, PARTITION, ["item-0002"], batch_key="sync-1")
+    ledger.record_outcomes(JOB, PARTITION, "sync-1", succeeded(["item-0002"]), costs(["item-0002"]), lane=Lane.SYNC)
+    ledger.record_outcomes(JOB, PARTITION, "batch-1", succeeded(ids(3)), costs(ids(3)))
+    groups = {(g.lane, g.superseded): g for g in ledger.attempt_groups(JOB, PARTITION)}
+    assert set(groups) == {(Lane.BATCH, False), (Lane.BATCH, True), (Lane.SYNC, False)}
+    assert groups[(Lane.BATCH, False)].attempts == 2
+    paid_twice = groups[(Lane.BATCH, True)]
+    assert (paid_twice.attempts, paid_twice.cost_usd, paid_twice.usage) == (1, COST[0], USAGE)
+    assert groups[(Lane.SYNC, False)].attempts == 1
+    assert sum(g.cost_usd for g in groups.values()) == ledger.partition_totals(JOB, PARTITION).cost_usd

@@ -1,0 +1,95 @@
+"""Definitions load, and the factories validate their arguments when defined."""
+
+from decimal import Decimal
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
+from batch_pipelines.dagster_layer.workload import BatchWorkload, custom_id_for
+from batch_pipelines.core.errors import InvalidInputError
+from batch_pipelines.definitions import defs
+from batch_pipelines.workloads import classification
+
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+
+def test_definitions_load_with_every_workload():
+    """The code location resolves: 4 workloads x (submit, results, sensor), checks, schedule."""
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    for name in ("nightly_reports", "classification", "embedding_backfill", "evals"):
+        assert {f"{name}_batch", f"{name}_results"} <= keys
+        assert repo.get_sensor_def(f"{name}_completion_sensor")
+    assert "daily_reports_digest" in keys
+    assert repo.get_schedule_def("nightly_submit_schedule")
+    check_names = {c.name for c in repo.asset_graph.asset_check_keys}
+    assert {"success_rate_at_least", "cost_within_budget"} <= check_names
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.9"])
+def test_success_rate_check_validates_threshold(bad):
+    """A threshold outside [0, 1] or not a number is refused when the check is defined."""
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="min_success_rate"):
+        success_rate_check(dg.AssetKey("x"), DAILY, bad)
+
+
+@pytest.mark.parametrize("bad", [-1, "abc", float("inf")])
+def test_cost_check_validates_budget(bad):
+    """A negative, infinite or non-numeric budget is refused when the check is defined."""
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="budget_usd"):
+        cost_budget_check(dg.AssetKey("x"), DAILY, bad)
+
+
+def _workload(**overrides) -> BatchWorkload:
+    fields = dict(
+        name="w", upstream="rows", partitions_def=DAILY, model="gpt-5.4-mini",
+        build_request=lambda row: {"messages": [{"role": "user", "content": row["text"]}]},
+        parse_response=lambda r: {}, required_columns=("text",),
+    )
+    fields.update(overrides)
+    return BatchWorkload(**fields)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"name": "Bad-Name"}, "snake_case"), ({"min_success_rate": 2}, "min_success_rate"), ({"budget_usd": Decimal(-1)}, "budget_usd")],
+)
+def test_workload_validates_when_defined(overrides, message):
+    """Broken workload settings fail at definition time, naming the setting."""
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match=message):
+        _workload(**overrides)
+
+
+def test_requests_from_frame_names_each_problem():
+    """Empty partitions, missing columns and duplicate ids are refused with what is wrong."""
+    workload = _workload()
+    with pytest.raises(InvalidInputError, match="has no rows"):
+        workload.requests_from_frame(pd.DataFrame({"id": [], "text": []}), partition="p")
+    with pytest.raises(InvalidInputError, match="lacks column\\(s\\) text"):
+        workload.requests_from_frame(pd.DataFrame({"id": ["a"]}), partition="p")
+    with pytest.raises(InvalidInputError, match="duplicate ids \\(a\\)"):
+        workload.requests_from_frame(pd.DataFrame({"id": ["a", "a"], "text": ["x", "y"]}), partition="p")
+
+
+def test_requests_carry_model_deadline_and_safe_ids():
+    """Each row becomes a request with the model in its body, a deadline, and a provider-safe id."""
+    workload = _workload()
+    (request,) = workload.requests_from_frame(pd.DataFrame({"id": ["order 42/7"], "text": ["hi"]}), partition="p")
+    assert request.body["model"] == "gpt-5.4-mini"
+    assert request.deadline is not None and request.deadline.tzinfo is not None
+    assert request.custom_id.startswith("order_42_7-") and len(request.custom_id) <= 64
+
+
+def test_custom_ids_stay_distinct_after_sanitising():
+    """Ids that differ only in unsafe characters still map to different custom_ids."""
+    assert custom_id_for("a b") != custom_id_for("a_b") != custom_id_for("a/b")
+    assert custom_id_for("plain-id_1") == "plain-id_1"
+
+
+def test_classification_system_prompt_is_cacheable():
+    """The classification prompt's stable prefix is longer than the 1,024 tokens caches need."""
+    from batch_pipelines.core.tokens import count_text
+
+    assert count_text(classification.SYSTEM) > 1100
