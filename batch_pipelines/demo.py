@@ -64,7 +64,7 @@ def _run_workload(defs, wdefs: BatchWorkloadDefinitions, instance, resource, ech
     workload = wdefs.workload
     partition = partition_for(wdefs)
     echo(f"[{workload.name}] partition {partition}: materializing input and submit assets")
-    all_assets = [*defs.assets, *defs.asset_checks]
+    all_assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     submitted = dg.materialize(
         all_assets,
         selection=[workload.upstream_key, workload.submit_key],

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from batch_pipelines.core.outcomes import OutcomeKind
+from batch_pipelines.core.outcomes import OutcomeKind, is_transient_failure
 from batch_pipelines.core.requests import Lane
-
-_TRANSIENT_STATUS = frozenset({408, 409, 429})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +45,9 @@ class RetryVerdict(str, enum.Enum):
     EXHAUSTED = "exhausted"  # worth retrying, but out of attempts
 
 
-def retry_verdict(status: str, attempts: int, status_code: int | None, policy: LanePolicy) -> RetryVerdict:
+def retry_verdict(
+    status: str, attempts: int, status_code: int | None, policy: LanePolicy, error_code: str | None = None
+) -> RetryVerdict:
     """Whether an item in ``status`` after ``attempts`` attempts should be asked again."""
     kind = OutcomeKind(status)
     if kind is OutcomeKind.SUCCEEDED:
@@ -56,8 +56,7 @@ def retry_verdict(status: str, attempts: int, status_code: int | None, policy: L
         limit = min(policy.max_attempts, policy.max_invalid_output_attempts)
         return RetryVerdict.RETRY if attempts < limit else RetryVerdict.EXHAUSTED
     if kind is OutcomeKind.FAILED:
-        transient = status_code is not None and (status_code in _TRANSIENT_STATUS or status_code >= 500)
-        if not transient:
+        if not is_transient_failure(status_code, error_code):
             return RetryVerdict.DONE  # a 400-class refusal fails with the vendor's reason
     return RetryVerdict.RETRY if attempts < policy.max_attempts else RetryVerdict.EXHAUSTED
 
@@ -84,12 +83,3 @@ def deadline_at_risk(deadline: datetime | None, now: datetime, remaining: int, p
         return False
     needed = policy.sync_duration(remaining) + policy.cancel_allowance + policy.safety_margin
     return now + needed >= deadline
-
-
-@dataclass
-class RetryPlan:
-    """Items to ask again, by lane, and items out of attempts."""
-
-    lane: Lane | None = None
-    retry: list[str] = field(default_factory=list)
-    exhausted: list[str] = field(default_factory=list)

@@ -22,6 +22,15 @@ class OutcomeKind(str, enum.Enum):
 # statuses (429/5xx inside a batch line); see ``is_retryable``.
 _RETRYABLE_KINDS = frozenset({OutcomeKind.EXPIRED, OutcomeKind.CANCELLED, OutcomeKind.MISSING})
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
+# Failures with no HTTP status that asking again can fix: the vendor was not reached.
+TRANSIENT_ERROR_CODES = frozenset({"connection_error", "timeout"})
+
+
+def is_transient_failure(status_code: int | None, error_code: str | None) -> bool:
+    """A 408/409/429/5xx answer, or no answer at all, may go differently next time; a 4xx will not."""
+    if status_code is None:
+        return error_code in TRANSIENT_ERROR_CODES
+    return status_code in _TRANSIENT_STATUS or status_code >= 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,6 @@ class ItemOutcome:
         """Whether asking again could change the answer (invalid_output is decided by policy)."""
         if self.kind in _RETRYABLE_KINDS:
             return True
-        if self.kind is OutcomeKind.FAILED and self.status_code is not None:
-            return self.status_code in _TRANSIENT_STATUS or self.status_code >= 500
+        if self.kind is OutcomeKind.FAILED:
+            return is_transient_failure(self.status_code, self.error_code)
         return False

@@ -138,7 +138,7 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
                 parse_response=workload.parse_response,
                 rebuild_requests=rebuild,
                 vector_column=workload.vector_column,
-                worker=context.run_id,
+                worker=context.run.run_id,
             )
         except BatchPipelinesError as exc:
             raise ProviderFailure.from_error(exc) from None

@@ -114,7 +114,9 @@ class Emulator:
                 headers={
                     "retry-after": f"{wait:g}",
                     "retry-after-ms": str(int(math.ceil(wait * 1000))),
-                    "x-ratelimit-limit-requests": "60",
+                    # A burst is a momentary refusal, not a low quota: a limit this high keeps
+                    # clients that learn limits from these headers from throttling for good.
+                    "x-ratelimit-limit-requests": "100000",
                     "x-ratelimit-remaining-requests": "0",
                     "x-ratelimit-reset-requests": f"{wait:g}s",
                 },

@@ -410,7 +410,7 @@ class Gateway:
         retry_ids: list[str] = []
         deadlines: list[datetime] = []
         for item in self.ledger.iter_items(job, partition, statuses=[k.value for k in OutcomeKind if k is not OutcomeKind.SUCCEEDED]):
-            if retry_verdict(item.status, item.attempts, item.status_code, self.policy) is RetryVerdict.RETRY:
+            if retry_verdict(item.status, item.attempts, item.status_code, self.policy, item.error_code) is RetryVerdict.RETRY:
                 retry_ids.append(item.custom_id)
                 if item.deadline is not None:
                     deadlines.append(item.deadline)

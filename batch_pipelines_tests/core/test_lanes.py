@@ -39,6 +39,12 @@ def test_retry_verdict(status, attempts, code, verdict):
     assert retry_verdict(status, attempts, code, POLICY) is verdict
 
 
+@pytest.mark.parametrize(("error_code", "verdict"), [("connection_error", RetryVerdict.RETRY), ("timeout", RetryVerdict.RETRY), (None, RetryVerdict.DONE), ("invalid_json", RetryVerdict.DONE)])
+def test_failures_without_a_status_retry_only_when_the_vendor_was_not_reached(error_code, verdict):
+    """A call that never reached the vendor may be retried; a failure with no status and another cause may not."""
+    assert retry_verdict("failed", 1, None, POLICY, error_code) is verdict
+
+
 @pytest.mark.parametrize(
     ("remainder", "deadline", "lane"),
     [

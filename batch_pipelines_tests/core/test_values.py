@@ -80,3 +80,8 @@ def test_request_deadline_must_be_timezone_aware():
 def test_outcome_retryability(kind, status, retryable):
     """Expired, cancelled, missing and transient failures may be retried; 400-class failures may not."""
     assert ItemOutcome("a", kind, status_code=status).is_retryable is retryable
+
+
+def test_unreached_vendor_is_a_retryable_failure():
+    """A connection error (no HTTP status) is transient."""
+    assert ItemOutcome("a", OutcomeKind.FAILED, error_code="connection_error").is_retryable

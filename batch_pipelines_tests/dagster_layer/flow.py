@@ -16,7 +16,7 @@ class FlowResult:
 
 
 def all_assets(defs: dg.Definitions) -> list[Any]:
-    return [*defs.assets, *defs.asset_checks]
+    return [*(defs.assets or []), *(defs.asset_checks or [])]
 
 
 def materialize(defs: dg.Definitions, instance, selection, partition: str, resources, *, rows: int | None = None, upstream=None, raise_on_error=True):

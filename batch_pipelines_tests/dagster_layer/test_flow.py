@@ -68,7 +68,6 @@ def test_classification_end_to_end(emu, instance, resource, tmp_path):
     assert sum(meta[keys.outcome_count(k)] for k in ("succeeded", "failed", "invalid_output", "expired", "cancelled", "missing")) == 40
     assert meta[keys.SUCCESS_RATE] >= 0.9
     assert meta[keys.COST_USD] > 0
-    print({k: v for k, v in meta.items() if k != keys.SUMMARY})
     assert meta[keys.SYNC_EQUIVALENT_USD] == pytest.approx(2 * meta[keys.COST_USD], rel=1e-9)
     assert meta[keys.SAVINGS_PCT] == pytest.approx(50.0)
     assert meta["openai.gpt-5.4-mini.prompt_tokens"] > 40 * 1000  # the long system prompt, every ticket
@@ -193,18 +192,25 @@ def test_low_success_rate_blocks_downstream(emu, instance, tmp_path):
 
 def test_cost_over_budget_fails_the_cost_check(emu, instance, tmp_path):
     """Actual cost above the budget (the estimate was under it) fails the blocking cost check."""
-    resource = make_resource(emu, tmp_path / "costly")
-    # The estimate assumes 1 output token; the emulator's answers are longer, so the real cost is higher.
-    workload, rows = _tiny_workload("costly", expected_output_tokens=1)
-    from batch_pipelines.services.estimate import estimate_requests
     from batch_pipelines.core.pricing import PriceBook
+    from batch_pipelines.services.estimate import estimate_requests
 
-    frame = rows()
-    estimate = estimate_requests(workload.requests_from_frame(frame, partition=DAY), PriceBook.default(), expected_output=1)
-    workload, rows = _tiny_workload("costly", expected_output_tokens=1, budget_usd=estimate.cost_usd * Decimal("1.0001"))
+    resource = make_resource(emu, tmp_path / "costly")
+
+    def report_request(row):  # a report prompt: the emulator answers with several lines
+        return {"messages": [{"role": "user", "content": f"Write a short report about: {row['text']}. The team shipped it."}]}
+
+    # The estimate assumes 1 output token; the reports are longer, so the real cost is higher.
+    workload, rows = _tiny_workload("costly", build_request=report_request, expected_output_tokens=1, parse_response=lambda r: {})
+    estimate = estimate_requests(workload.requests_from_frame(rows(), partition=DAY), PriceBook.default(), expected_output=1)
+    workload, rows = _tiny_workload(
+        "costly", build_request=report_request, expected_output_tokens=1, parse_response=lambda r: {},
+        budget_usd=estimate.cost_usd * Decimal("1.0001"),
+    )
     wdefs = batch_workload(workload)
     defs = dg.Definitions(assets=[rows, *wdefs.assets], asset_checks=list(wdefs.checks), sensors=[wdefs.sensor], resources={"batch_gateway": resource})
     assert materialize(defs, instance, [rows.key, workload.submit_key], DAY, {"batch_gateway": resource}).success
     runs, _ = _drive_to_results(defs, instance, resource, emu, wdefs, DAY)
     (evaluation,) = [e for r in runs for e in r.get_asset_check_evaluations() if e.check_name == "cost_within_budget"]
     assert not evaluation.passed
+    assert "vs budget" in evaluation.description

@@ -1,0 +1,214 @@
+"""The batch lane of Anthropic Message Batches.
+
+Requests travel inline in the create call (no upload), streamed from the shard file. There is
+no batch metadata, so idempotency is ledger-first: the submit service records its intent
+before calling ``create`` and the batch id right after. The one gap -- an answer lost between
+the vendor creating the batch and the ledger recording it -- is closed by
+``find_unrecorded``: batches created since the intent, with the shard's request count, that
+the ledger does not know yet. ``find_by_intent`` is always None here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from batch_pipelines.core.batches import BatchInfo
+from batch_pipelines.core.errors import MalformedResponseError, ProviderError, QueueFullError
+from batch_pipelines.core.sharding import Shard
+from batch_pipelines.core.status import anthropic_status
+from batch_pipelines.providers.batch_lane import ONE_SHOT, BatchLaneBase, ResultFiles, epoch_to_datetime, require_dict
+from batch_pipelines.providers.http import vendor_error
+from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
+
+BATCHES_PATH = "/v1/messages/batches"
+PAGE_LIMIT = 100
+DEFAULT_MAX_PAGES = 50
+_OPEN = b'{"requests":['
+_CLOSE = b"]}"
+_READ_BYTES = 1 << 20
+
+
+def parse_anthropic_batch(payload: Any, provider: str) -> BatchInfo:
+    """An Anthropic MessageBatch as a ``BatchInfo``."""
+    data = require_dict(payload, "message batch")
+    batch_id = data.get("id")
+    processing = data.get("processing_status")
+    if not isinstance(batch_id, str) or not isinstance(processing, str):
+        raise MalformedResponseError("message batch has no id or processing_status", keys=sorted(data)[:20])
+    counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
+
+    def count(name: str) -> int:
+        value = counts.get(name)
+        return value if isinstance(value, int) else 0
+
+    status = anthropic_status(
+        processing,
+        cancel_initiated=bool(data.get("cancel_initiated_at")),
+        succeeded=count("succeeded"),
+        errored=count("errored"),
+        canceled=count("canceled"),
+        expired=count("expired"),
+    )
+    total = sum(count(k) for k in ("processing", "succeeded", "errored", "canceled", "expired"))
+    ended = processing == "ended"
+    return BatchInfo(
+        provider=provider,
+        vendor_batch_id=batch_id,
+        status=status,
+        vendor_status=processing,
+        endpoint="/v1/messages",
+        total=total,
+        # Anthropic reports progress only once the batch ends.
+        completed=count("succeeded") if ended else None,
+        failed=count("errored") if ended else None,
+        results_url=data.get("results_url"),
+        created_at=epoch_to_datetime(data.get("created_at")),
+        expires_at=epoch_to_datetime(data.get("expires_at")),
+        ended_at=epoch_to_datetime(data.get("ended_at")),
+        raw=data,
+    )
+
+
+def _request_stream(path: Path) -> Iterator[bytes]:
+    """``{"requests":[line,line,...]}`` from the shard's JSONL, a block at a time."""
+    yield _OPEN
+    first = True
+    with open(path, "rb") as handle:
+        while block := handle.read(_READ_BYTES):
+            block += handle.readline()  # end every block on a line boundary
+            lines = block.rstrip(b"\n").replace(b"\n", b",")
+            yield lines if first else b"," + lines
+            first = False
+    yield _CLOSE
+
+
+class AnthropicBatchLane(BatchLaneBase):
+    protocol = "anthropic"
+    uses_files = False
+
+    # -- submit ------------------------------------------------------------------------------
+    def upload(self, shard: Shard, *, intent_key: str) -> str | None:
+        """Nothing to upload: requests travel inline with ``create``."""
+        return None
+
+    def create(
+        self,
+        shard: Shard,
+        *,
+        intent_key: str,
+        fingerprint: str,
+        input_file_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+    ) -> BatchInfo:
+        """One create call, never repeated here: after no answer the caller consults the ledger
+        and ``find_unrecorded`` before trying again (the vendor cannot be asked by intent key)."""
+        length = len(_OPEN) + shard.byte_size - 1 + len(_CLOSE) if shard.request_count else len(_OPEN) + len(_CLOSE)
+        response = send_with_retry(
+            self.http,
+            lambda: self.http.build_request(
+                "POST",
+                BATCHES_PATH,
+                content=_request_stream(shard.path),
+                headers={"content-type": "application/json", "content-length": str(length)},
+            ),
+            ONE_SHOT,
+            sleep=self.sleep,
+            clock=self.clock,
+            raise_for_status=False,
+        )
+        if response.is_success:
+            return parse_anthropic_batch(response.json(), self.provider)
+        message, code = vendor_error(response)
+        error_cls = QueueFullError if response.status_code == 429 else ProviderError
+        raise error_cls(
+            f"POST {BATCHES_PATH} failed with HTTP {response.status_code}: {message}",
+            status_code=response.status_code,
+            error_code=code,
+            retry_after=parse_retry_after(response.headers),
+        )
+
+    def find_by_intent(self, intent_key: str, **_: Any) -> BatchInfo | None:
+        """Message batches carry no metadata: the ledger is the only record of intents."""
+        return None
+
+    def find_unrecorded(
+        self, *, created_after: datetime, request_count: int, known_ids: Iterable[str] = ()
+    ) -> list[BatchInfo]:
+        """Batches created since ``created_after`` holding ``request_count`` requests, minus ``known_ids``."""
+        known = set(known_ids)
+        return [
+            info
+            for info in self.iter_batches(created_after=created_after)
+            if info.total == request_count and info.vendor_batch_id not in known
+        ]
+
+    def find_orphan_uploads(self, intent_key: str, *, keep: str | None = None) -> list[str]:
+        return []
+
+    def delete_file(self, file_id: str) -> None:
+        return None
+
+    def iter_batches(self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES) -> Iterator[BatchInfo]:
+        """The list endpoint, newest first, stopping at batches older than ``created_after``."""
+        after: str | None = None
+        for _ in range(max_pages):
+            params: dict[str, Any] = {"limit": PAGE_LIMIT}
+            if after:
+                params["after_id"] = after
+            page = self._json("GET", BATCHES_PATH, params=params)
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise MalformedResponseError("message batch list has no data array")
+            for item in data:
+                info = parse_anthropic_batch(item, self.provider)
+                if created_after is not None and info.created_at is not None and info.created_at < created_after:
+                    return
+                yield info
+            if not page.get("has_more") or not data:
+                return
+            after = page.get("last_id") or data[-1].get("id")
+
+    # -- watch ---------------------------------------------------------------------------------
+    def get(self, vendor_batch_id: str) -> BatchInfo:
+        return parse_anthropic_batch(self._json("GET", f"{BATCHES_PATH}/{vendor_batch_id}"), self.provider)
+
+    def poll(
+        self,
+        vendor_batch_ids: Iterable[str],
+        *,
+        created_after: datetime | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> dict[str, BatchInfo]:
+        """Many batches at once: one call per list page, ``get`` only for ids the pages missed."""
+        wanted = set(vendor_batch_ids)
+        found: dict[str, BatchInfo] = {}
+        if not wanted:
+            return found
+        for info in self.iter_batches(created_after=created_after, max_pages=max_pages):
+            if info.vendor_batch_id in wanted:
+                found[info.vendor_batch_id] = info
+                if len(found) == len(wanted):
+                    break
+        for batch_id in sorted(wanted - found.keys()):
+            found[batch_id] = self.get(batch_id)
+        return found
+
+    def cancel(self, vendor_batch_id: str) -> BatchInfo:
+        return parse_anthropic_batch(self._json("POST", f"{BATCHES_PATH}/{vendor_batch_id}/cancel"), self.provider)
+
+    # -- results ---------------------------------------------------------------------------------
+    def download_results(self, info: BatchInfo, dest_dir: str | Path) -> ResultFiles:
+        """The results JSONL (only once the batch ended; before that there is none)."""
+        if not info.results_url:
+            return ResultFiles("anthropic")
+        url = info.results_url
+        if httpx.URL(url).is_absolute_url and not url.startswith(self.config.base_url):
+            # Results live on the vendor's host; our auth headers go only to the configured base URL.
+            raise ProviderError("results_url points outside the provider's base URL", url_host=httpx.URL(url).host)
+        return ResultFiles("anthropic", self.download(url, Path(dest_dir) / "results.jsonl"))

@@ -1,0 +1,175 @@
+"""What both batch lanes share: sending with the retry policy, resumable downloads, result files.
+
+A download streams to ``<name>.part`` in chunks; when the stream breaks part-way it asks for
+the rest with ``Range: bytes=N-`` (or starts over if the server ignores the range), bounded
+by the retry policy's attempts and total time, and renames the file only once it is whole.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from batch_pipelines.core.errors import MalformedResponseError, ProviderError
+from batch_pipelines.core.outcomes import ItemOutcome
+from batch_pipelines.providers.config import ProviderConfig
+from batch_pipelines.providers.results_parsing import ParseReport, iter_outcomes
+from batch_pipelines.providers.retry import RetryPolicy, send_with_retry
+
+
+ONE_SHOT = RetryPolicy(max_attempts=1)
+"""For calls that must not be repeated blindly (create): the lane decides what to do next."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFiles:
+    """A batch's result files on disk, in reading order (answers before errors)."""
+
+    protocol: Literal["openai", "anthropic"]
+    output: Path | None = None
+    errors: Path | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p in (self.output, self.errors) if p is not None]
+
+
+def epoch_to_datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
+
+
+def require_dict(payload: Any, what: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise MalformedResponseError(f"{what} is not a JSON object", payload_type=type(payload).__name__)
+    return payload
+
+
+class BatchLaneBase:
+    """Constructor shape shared with ``providers/client.py``: ``(config, http, retry, sleep, clock)``."""
+
+    protocol: Literal["openai", "anthropic"]
+    uses_files: bool = False
+    """Whether the protocol uploads an input file before creating the batch."""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        http: httpx.Client,
+        retry: RetryPolicy,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.http = http
+        self.retry = retry
+        self.sleep = sleep
+        self.clock = clock
+
+    @property
+    def provider(self) -> str:
+        return self.config.name
+
+    # -- HTTP --------------------------------------------------------------------------------
+    def _send(self, method: str, url: str, *, policy: RetryPolicy | None = None, **kwargs: Any) -> httpx.Response:
+        return send_with_retry(
+            self.http,
+            lambda: self.http.build_request(method, url, **kwargs),
+            policy or self.retry,
+            sleep=self.sleep,
+            clock=self.clock,
+        )
+
+    def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._send(method, url, **kwargs)
+        try:
+            return require_dict(response.json(), f"{method} {httpx.URL(url).path} response")
+        except ValueError:
+            raise MalformedResponseError(f"{method} {httpx.URL(url).path} did not answer JSON", status_code=response.status_code) from None
+
+    # -- downloads -----------------------------------------------------------------------------
+    def download(self, url: str, dest: Path) -> Path:
+        """Stream ``url`` to ``dest``; a stream broken part-way resumes (Range) or restarts."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        part.unlink(missing_ok=True)
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            have = part.stat().st_size if part.exists() else 0
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                response = send_with_retry(
+                    self.http,
+                    lambda: self.http.build_request("GET", url, headers=headers),
+                    self.retry,
+                    sleep=self.sleep,
+                    clock=self.clock,
+                    stream=True,
+                    raise_for_status=False,
+                )
+                try:
+                    if have and response.status_code == 416:
+                        break  # we already hold every byte; only the rename was missing
+                    if not response.is_success:
+                        response.read()
+                        raise ProviderError(
+                            f"GET {httpx.URL(url).path} failed with HTTP {response.status_code}",
+                            status_code=response.status_code,
+                        )
+                    resumed = have and response.status_code == 206
+                    with open(part, "ab" if resumed else "wb") as handle:
+                        # No chunk_size: a chunker would hold back bytes that arrived before a break.
+                        for chunk in response.iter_bytes():
+                            handle.write(chunk)
+                finally:
+                    response.close()
+                break
+            except httpx.TransportError as exc:  # the stream broke part-way: keep what arrived
+                delay = self.retry.next_delay(attempt=attempt, elapsed=self.clock() - started, hint=None, rand=random.random())
+                if delay is None:
+                    raise ProviderError(
+                        f"download of {httpx.URL(url).path} broke {attempt} time(s); giving up: {type(exc).__name__}",
+                        status_code=None,
+                        error_code="download_interrupted",
+                        bytes_received=part.stat().st_size if part.exists() else 0,
+                    ) from exc
+                self.sleep(delay)
+        os.replace(part, dest)
+        return dest
+
+    # -- results ---------------------------------------------------------------------------------
+    def iter_outcomes(
+        self,
+        files: ResultFiles,
+        expected_custom_ids: Iterable[str],
+        *,
+        model: str | None = None,
+        report: ParseReport | None = None,
+    ) -> Iterator[ItemOutcome]:
+        """Every expected custom_id exactly once (see ``results_parsing``)."""
+        return iter_outcomes(files.paths, expected_custom_ids, protocol=files.protocol, model=model, report=report)
+
+
+def metadata_of(payload: Mapping[str, Any]) -> dict[str, str]:
+    raw = payload.get("metadata")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): str(v) for k, v in raw.items() if v is not None}

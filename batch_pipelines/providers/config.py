@@ -1,0 +1,344 @@
+"""The provider registry: which provider serves a model, where it lives, and its limits.
+
+Switching a workload from the emulator to a real vendor is a change here and nowhere else:
+every provider is a wire protocol (``openai`` or ``anthropic``), a base URL, the *name* of the
+environment variable holding its key, its batch caps, its rate limits and its timeouts.
+
+Base URLs follow the official SDKs: an OpenAI-compatible base URL ends in ``/v1``
+(``https://api.openai.com/v1``, ``http://localhost:8000/v1`` for vLLM,
+``https://generativelanguage.googleapis.com/v1beta/openai`` for Gemini), while Anthropic's is
+the bare host (``https://api.anthropic.com``).
+
+A model entry is an exact name or a shell-style pattern (``claude-*``, ``*``). An exact name
+wins over any pattern; among patterns the most specific (most literal characters) wins.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from batch_pipelines.core.errors import ConfigError, UnknownModelError
+from batch_pipelines.core.quantities import parse_token_count
+
+Protocol = Literal["openai", "anthropic"]
+
+# Vendor defaults (PROVIDERS.md). Decimal megabytes: the smaller reading of "200 MB" is the safe one.
+OPENAI_MAX_REQUESTS = 50_000
+OPENAI_MAX_BYTES = 200_000_000
+OPENAI_MAX_EMBEDDING_INPUTS = 50_000
+ANTHROPIC_MAX_REQUESTS = 100_000
+ANTHROPIC_MAX_BYTES = 256_000_000
+
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1_000,
+    "mb": 1_000_000,
+    "gb": 1_000_000_000,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_byte_size(value: Any) -> int:
+    """200_000_000, '200MB', '256 MiB' -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a byte size")
+    if isinstance(value, int):
+        return value
+    match = _BYTES.match(str(value).replace("_", ""))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _BYTE_UNITS:
+        raise ValueError(f"{value!r} is not a byte size (a number, optionally with kB, MB, GB, KiB, MiB, GiB)")
+    return int(float(match.group(1)) * _BYTE_UNITS[unit])
+
+
+def _token_count(value: Any) -> Any:
+    return parse_token_count(value) if isinstance(value, str) else value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchCaps(_Model):
+    """What one provider batch may hold; the sharder splits work to stay under every cap."""
+
+    max_requests: int = Field(OPENAI_MAX_REQUESTS, gt=0)
+    """Requests per batch (OpenAI 50,000; Anthropic 100,000)."""
+    max_bytes: int = Field(OPENAI_MAX_BYTES, gt=0)
+    """Bytes of the batch input (OpenAI 200 MB; Anthropic 256 MB); accepts '200MB'."""
+    max_embedding_inputs: int | None = Field(OPENAI_MAX_EMBEDDING_INPUTS, gt=0)
+    """Embedding inputs summed over a batch's requests (OpenAI 50,000); None where unlimited."""
+    enqueued_token_budget: dict[str, int] | None = None
+    """Per model: the organisation's enqueued-token limit for batches ('30M' accepted)."""
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        return parse_byte_size(value)
+
+    @field_validator("max_requests", "max_embedding_inputs", mode="before")
+    @classmethod
+    def _counts(cls, value: Any) -> Any:
+        return _token_count(value)
+
+    @field_validator("enqueued_token_budget", mode="before")
+    @classmethod
+    def _budgets(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(model): _token_count(tokens) for model, tokens in value.items()}
+        return value
+
+    @field_validator("enqueued_token_budget")
+    @classmethod
+    def _positive_budgets(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        for model, tokens in (value or {}).items():
+            if tokens <= 0:
+                raise ValueError(f"enqueued_token_budget for {model!r} must be positive, got {tokens}")
+        return value
+
+    @classmethod
+    def defaults_for(cls, protocol: Protocol) -> BatchCaps:
+        if protocol == "anthropic":
+            # Anthropic has no embeddings endpoint, so no embedding-input cap applies.
+            return cls(max_requests=ANTHROPIC_MAX_REQUESTS, max_bytes=ANTHROPIC_MAX_BYTES, max_embedding_inputs=None)
+        return cls()
+
+    def token_budget_for(self, model: str) -> int | None:
+        return (self.enqueued_token_budget or {}).get(model)
+
+
+class RateLimits(_Model):
+    """Client-side limits for the sync lane, applied per provider *and* model.
+
+    ``None`` means "not configured": the limiter then learns the limit from the vendor's
+    ``x-ratelimit-limit-*`` headers and obeys ``x-ratelimit-remaining-*``/``Retry-After``.
+    """
+
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    max_concurrency: int = Field(64, gt=0)
+    """Connections (and so in-flight sync calls) to this provider at once."""
+    burst_seconds: float = Field(10.0, gt=0)
+    """How many seconds' worth of the per-minute budget may be spent at once. Vendors enforce
+    per-minute limits over shorter windows, so a whole minute's burst would trip them."""
+
+    @field_validator("requests_per_minute", "tokens_per_minute", mode="before")
+    @classmethod
+    def _counts(cls, value: Any) -> Any:
+        return _token_count(value)
+
+
+class Timeouts(_Model):
+    """Seconds, per phase of an HTTP call (httpx's four timeouts)."""
+
+    connect: float = Field(10.0, gt=0)
+    read: float = Field(600.0, gt=0)
+    write: float = Field(600.0, gt=0)
+    pool: float = Field(30.0, gt=0)
+
+
+class ProviderConfig(_Model):
+    """One provider: a wire protocol at a base URL, with its key's env var, caps and limits."""
+
+    name: str = Field(min_length=1)
+    protocol: Protocol
+    base_url: str
+    api_key_env: str = Field(min_length=1)
+    """Name of the environment variable holding the key; read when a client is built."""
+    api_key: SecretStr | None = Field(None, repr=False)
+    """An explicit key (the emulator's, or one a resource already resolved); never logged."""
+    models: list[str] = Field(default_factory=list)
+    """Exact model names or shell patterns (``claude-*``; ``*`` for any model)."""
+    caps: BatchCaps
+    """Defaults to the vendor's documented caps for the protocol."""
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    model_rate_limits: dict[str, RateLimits] = Field(default_factory=dict)
+    """Per-model overrides of ``rate_limits`` (vendors set limits per model)."""
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    anthropic_version: str = "2023-06-01"
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"base_url {value!r} must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        # A common slip is pasting the key itself here; refuse without echoing it back.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("api_key_env must be the *name* of an environment variable (letters, digits, '_')")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_caps(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("caps") is None:
+            protocol = data.get("protocol")
+            return {**data, "caps": BatchCaps.defaults_for(protocol if protocol == "anthropic" else "openai")}
+        return data
+
+    def resolve_api_key(self) -> str:
+        """The key: the explicit one, else the env var's value read now; a missing key names the variable."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        value = os.environ.get(self.api_key_env, "").strip()
+        if not value:
+            raise ConfigError(
+                f"provider {self.name!r} needs an API key in the environment variable {self.api_key_env}, "
+                "which is not set",
+                provider=self.name,
+                api_key_env=self.api_key_env,
+            )
+        return value
+
+    def limits_for(self, model: str) -> RateLimits:
+        return self.model_rate_limits.get(model, self.rate_limits)
+
+    def serves(self, model: str) -> bool:
+        return any(model == entry or fnmatch.fnmatchcase(model, entry) for entry in self.models)
+
+
+# Defaults filled in for well-known provider names, so a config can say just `openai: {models: [...]}`.
+PRESETS: dict[str, dict[str, str]] = {
+    "openai": {"protocol": "openai", "base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY"},
+    "anthropic": {"protocol": "anthropic", "base_url": "https://api.anthropic.com", "api_key_env": "ANTHROPIC_API_KEY"},
+    "gemini": {
+        "protocol": "openai",
+        "base_url": "https://generativelanguage.googleapis.com/v1beta/openai",
+        "api_key_env": "GEMINI_API_KEY",
+    },
+}
+
+
+def _is_pattern(entry: str) -> bool:
+    return any(ch in entry for ch in "*?[")
+
+
+def _specificity(pattern: str) -> int:
+    return sum(ch not in "*?[]" for ch in pattern)
+
+
+class ProviderRegistry:
+    """Maps each model to the one provider that serves it."""
+
+    def __init__(self, providers: list[ProviderConfig]) -> None:
+        if not providers:
+            raise ConfigError("the provider registry is empty: configure at least one provider")
+        self._providers: dict[str, ProviderConfig] = {}
+        self._exact: dict[str, ProviderConfig] = {}
+        patterns: list[tuple[str, ProviderConfig]] = []
+        for provider in providers:
+            if provider.name in self._providers:
+                raise ConfigError(f"provider {provider.name!r} is configured twice", provider=provider.name)
+            self._providers[provider.name] = provider
+            for entry in provider.models:
+                if _is_pattern(entry):
+                    patterns.append((entry, provider))
+                elif entry in self._exact:
+                    raise ConfigError(
+                        f"model {entry!r} is listed by both {self._exact[entry].name!r} and {provider.name!r}",
+                        model=entry,
+                    )
+                else:
+                    self._exact[entry] = provider
+        # Stable sort: equally specific patterns keep configuration order.
+        self._patterns = sorted(patterns, key=lambda item: -_specificity(item[0]))
+
+    @property
+    def providers(self) -> list[ProviderConfig]:
+        return list(self._providers.values())
+
+    def get(self, name: str) -> ProviderConfig:
+        try:
+            return self._providers[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown provider {name!r}: configured providers are {', '.join(sorted(self._providers))}",
+                provider=name,
+            ) from None
+
+    def provider_for(self, model: str) -> ProviderConfig:
+        provider = self._exact.get(model)
+        if provider is not None:
+            return provider
+        for pattern, candidate in self._patterns:
+            if fnmatch.fnmatchcase(model, pattern):
+                return candidate
+        known = list(self._exact) + [pattern for pattern, _ in self._patterns]
+        raise UnknownModelError(model, known, what="provider registry")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ProviderRegistry:
+        """Build from ``{"providers": {name: {...}}}`` (or a list of provider mappings).
+
+        Well-known names (openai, anthropic, gemini) get their protocol, base URL and key
+        variable filled in unless given.
+        """
+        if not isinstance(data, Mapping) or "providers" not in data:
+            raise ConfigError("provider config must be a mapping with a 'providers' key")
+        raw = data["providers"]
+        if isinstance(raw, Mapping):
+            entries = [{"name": name, **(spec or {})} for name, spec in raw.items()]
+        elif isinstance(raw, list):
+            entries = [dict(spec) for spec in raw]
+        else:
+            raise ConfigError("'providers' must be a mapping of name to provider, or a list of providers")
+        providers = []
+        for entry in entries:
+            name = str(entry.get("name", "?"))
+            merged = {**PRESETS.get(name, {}), **entry}
+            try:
+                providers.append(ProviderConfig.model_validate(merged))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or 'provider'}: {err['msg']}" for err in exc.errors()
+                )
+                raise ConfigError(f"provider {name!r} is misconfigured: {problems}", provider=name) from None
+        return cls(providers)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ProviderRegistry:
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read provider config {str(path)!r}: {exc.strerror}", path=str(path)) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"provider config {str(path)!r} is not valid YAML: {exc}", path=str(path)) from None
+        return cls.from_mapping(data or {})
+
+    @classmethod
+    def for_emulator(cls, base_url: str, api_key: str = "emulator", **overrides: Any) -> ProviderRegistry:
+        """The bundled emulator: OpenAI protocol for every model but ``claude-*``, Anthropic for those.
+
+        ``overrides`` (caps, rate_limits, timeouts, ...) apply to both providers.
+        """
+        root = base_url.rstrip("/")
+        common = {"api_key_env": "BATCH_PIPELINES_EMULATOR_KEY", "api_key": api_key, **overrides}
+        return cls(
+            [
+                ProviderConfig(
+                    name="emulator-openai", protocol="openai", base_url=f"{root}/v1", models=["*"], **common
+                ),
+                ProviderConfig(
+                    name="emulator-anthropic", protocol="anthropic", base_url=root, models=["claude-*"], **common
+                ),
+            ]
+        )

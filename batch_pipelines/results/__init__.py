@@ -1,0 +1,1 @@
+"""Result tables: outcomes as Parquet, per batch and per partition."""

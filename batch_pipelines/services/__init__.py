@@ -1,0 +1,1 @@
+"""Services: submit, poll and collect over the adapters; no Dagster here."""

@@ -1,0 +1,209 @@
+"""Submit one partition's requests as provider batches, idempotently.
+
+Per shard, in this order (``crash_hook(step)`` runs after each step, so tests can crash there):
+
+    intent      the shard's submit intent is in the ledger (key from job, partition, round and
+                the shard's fingerprint), before any provider call
+    attached?   the ledger knows the batch (intent.vendor_batch_id), or the vendor does: OpenAI
+                by the intent key in batch metadata; Anthropic by an unrecorded batch of the
+                shard's size created since the intent -> skip to "submitted"
+    uploaded    (OpenAI) the shard file is uploaded as ``{intent_key}.jsonl``
+    upload_recorded  the file id is in the ledger
+    created     the batch exists at the vendor
+    submitted   the batch id is on the intent
+    recorded    the batch row is in the ledger
+    assigned    the shard's items point at the batch (one attempt each)
+    cleaned     uploads of this intent that no batch uses are deleted
+
+A retry after a crash at any step re-attaches to the batch already created and never creates a
+second one. A queue that is full (429 on create) is waited out by the lane's retry policy and
+then met by splitting the shard in halves; items spend no attempt on it (they are assigned only
+after a batch exists).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from batch_pipelines.core.batches import BatchInfo
+from batch_pipelines.core.errors import InvalidInputError, LedgerError, QueueFullError
+from batch_pipelines.core.requests import Lane, LLMRequest
+from batch_pipelines.core.sharding import Shard, ShardLimits, shard_requests, split_shard
+
+CrashHook = Callable[[str], None]
+
+SUBMIT_STEPS = ("sharded", "intent", "uploaded", "upload_recorded", "created", "submitted", "recorded", "assigned", "cleaned")
+# Vendor and ledger clocks may disagree; look this far before the intent for its batch.
+CLOCK_SKEW = timedelta(minutes=10)
+MIN_SPLIT_REQUESTS = 2
+_RECORD_CHUNK = 5000
+
+
+def intent_key_for(job: str, partition: str, round: int, fingerprint: str) -> str:
+    """Deterministic: the same shard of the same partition and round always has the same key."""
+    digest = hashlib.sha256(f"{job}\x00{partition}\x00{round}\x00{fingerprint}".encode()).hexdigest()
+    return f"bp-{digest[:40]}"
+
+
+def _no_hook(step: str) -> None:
+    return None
+
+
+def _recorded_stream(
+    ledger: Any, requests: Iterable[LLMRequest], *, job: str, partition: str, provider: str
+) -> Iterator[LLMRequest]:
+    """Pass requests through to the sharder while recording them in the ledger, chunk by chunk."""
+    seen: set[str] = set()
+    chunk: list[LLMRequest] = []
+    for request in requests:
+        if request.custom_id in seen:
+            raise InvalidInputError(
+                f"custom_id {request.custom_id!r} appears twice in partition {partition!r}",
+                custom_id=request.custom_id,
+                partition=partition,
+            )
+        seen.add(request.custom_id)
+        chunk.append(request)
+        if len(chunk) >= _RECORD_CHUNK:
+            ledger.record_items(job, partition, chunk, provider=provider)
+            chunk = []
+        yield request
+    if chunk:
+        ledger.record_items(job, partition, chunk, provider=provider)
+
+
+def submit_partition(
+    ledger: Any,
+    client: Any,
+    requests: Iterable[LLMRequest],
+    *,
+    job: str,
+    partition: str,
+    work_dir: str | Path,
+    round: int = 0,
+    crash_hook: CrashHook | None = None,
+) -> list[BatchInfo]:
+    """Record, shard and submit ``requests`` on ``client``'s batch lane; one BatchInfo per shard."""
+    hook = crash_hook or _no_hook
+    config = client.config
+    stream = _recorded_stream(ledger, requests, job=job, partition=partition, provider=config.name)
+    shards = shard_requests(
+        stream,
+        ShardLimits.from_caps(config.caps),
+        Path(work_dir) / "shards",
+        protocol=config.protocol,
+        check_unique_ids=False,  # _recorded_stream already refuses a repeated id in the partition
+    )
+    hook("sharded")
+    submitter = _ShardSubmitter(ledger, client, job=job, partition=partition, round=round, hook=hook)
+    infos: list[BatchInfo] = []
+    for shard in shards:
+        infos.extend(submitter.submit(shard))
+    return infos
+
+
+class _ShardSubmitter:
+    def __init__(self, ledger: Any, client: Any, *, job: str, partition: str, round: int, hook: CrashHook) -> None:
+        self.ledger = ledger
+        self.lane = client.batch
+        self.provider = client.config.name
+        self.job = job
+        self.partition = partition
+        self.round = round
+        self.hook = hook
+
+    def submit(self, shard: Shard) -> list[BatchInfo]:
+        try:
+            return [self._submit_one(shard)]
+        except QueueFullError:
+            if shard.request_count < 2 * MIN_SPLIT_REQUESTS:
+                raise
+            # The queue cannot take this shard whole: try its halves (each its own intent).
+            infos: list[BatchInfo] = []
+            for piece in split_shard(shard, 2):
+                infos.extend(self.submit(piece))
+            return infos
+
+    def _submit_one(self, shard: Shard) -> BatchInfo:
+        ledger, lane, hook = self.ledger, self.lane, self.hook
+        key = intent_key_for(self.job, self.partition, self.round, shard.fingerprint)
+        earlier = ledger.get_intent(key)
+        intent = ledger.create_intent(
+            key,
+            job=self.job,
+            partition=self.partition,
+            provider=self.provider,
+            model=shard.model,
+            endpoint=shard.endpoint.value,
+            fingerprint=shard.fingerprint,
+            item_count=shard.request_count,
+        )
+        hook("intent")
+        since = intent.created_at - CLOCK_SKEW
+        info = self._existing_batch(intent, shard, resumed=earlier is not None)
+        if info is None:
+            file_id = intent.file_id
+            if lane.uses_files and not file_id:
+                file_id = lane.upload(shard, intent_key=key)
+                hook("uploaded")
+                ledger.mark_intent_uploaded(key, file_id)
+                hook("upload_recorded")
+            info = lane.create(
+                shard,
+                intent_key=key,
+                fingerprint=shard.fingerprint,
+                input_file_id=file_id,
+                metadata={"bp_job": self.job[:512], "bp_partition": self.partition[:512]},
+                created_after=since,
+            )
+            hook("created")
+        if intent.vendor_batch_id != info.vendor_batch_id:
+            ledger.mark_intent_submitted(key, info.vendor_batch_id)
+            hook("submitted")
+        if info.model is None:
+            info = _with_model(info, shard.model)
+        if ledger.get_batch(self.provider, info.vendor_batch_id) is None:
+            ledger.record_batch(info, intent_key=key, job=self.job, partition=self.partition)
+        hook("recorded")
+        ledger.assign_items(self.job, self.partition, shard.iter_custom_ids(), batch_key=info.vendor_batch_id, lane=Lane.BATCH)
+        hook("assigned")
+        for file_id in lane.find_orphan_uploads(key, keep=info.input_file_id):
+            lane.delete_file(file_id)
+        hook("cleaned")
+        return info
+
+    def _existing_batch(self, intent: Any, shard: Shard, *, resumed: bool) -> BatchInfo | None:
+        """The batch an earlier attempt created for this intent, if any (ledger first)."""
+        if intent.vendor_batch_id:
+            return self.lane.get(intent.vendor_batch_id)
+        if not resumed:
+            return None  # a brand-new intent: nothing can exist for it yet
+        since = intent.created_at - CLOCK_SKEW
+        found = self.lane.find_by_intent(intent.intent_key, created_after=since)
+        if found is not None or not hasattr(self.lane, "find_unrecorded"):
+            return found
+        candidates = [
+            c
+            for c in self.lane.find_unrecorded(created_after=since, request_count=shard.request_count)
+            if self.ledger.get_batch(self.provider, c.vendor_batch_id) is None
+        ]
+        if len(candidates) > 1:
+            # Two unrecorded batches of this size: adopting the wrong one, or creating a third,
+            # could pay twice. A person has to look.
+            raise LedgerError(
+                f"intent {intent.intent_key} has no recorded batch and {len(candidates)} unrecorded vendor batches "
+                f"of {shard.request_count} requests could be its own; refusing to guess",
+                intent_key=intent.intent_key,
+                candidates=[c.vendor_batch_id for c in candidates],
+            )
+        return candidates[0] if candidates else None
+
+
+def _with_model(info: BatchInfo, model: str) -> BatchInfo:
+    from dataclasses import replace
+
+    return replace(info, model=model)
