@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -205,15 +205,20 @@ class Gateway:
         started = self._monotonic()
         open_rows = [row for row in self.ledger.open_batches() if row.job == job]
         by_provider: dict[str, set[str]] = defaultdict(set)
+        oldest: dict[str, datetime] = {}
         for row in open_rows:
             by_provider[row.provider].add(row.vendor_batch_id)
+            if row.created_at is not None:
+                oldest[row.provider] = min(oldest.get(row.provider, row.created_at), row.created_at)
         polled = 0
         out_of_time = False
         for provider, ids in sorted(by_provider.items()):
             if self._monotonic() - started > time_budget_s:
                 out_of_time = True  # the rest waits for the next tick
                 break
-            infos = self.client(provider).batch.poll(ids)
+            # List pages come newest first: stop paging once past the oldest batch we wait for.
+            created_after = oldest[provider] - timedelta(minutes=1) if provider in oldest else None
+            infos = self.client(provider).batch.poll(ids, created_after=created_after)
             self.ledger.update_batches(infos.values())
             polled += len(infos)
         partitions = {p: self.progress(job, p) for p in self.ledger.active_partitions(job)}
