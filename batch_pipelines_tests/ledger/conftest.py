@@ -7,19 +7,14 @@ sharing one database never see each other's rows.
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from batch_pipelines.ledger import Ledger
 from batch_pipelines.ledger.engine import sqlite_url
 
-POSTGRES_ENV = "BATCH_PIPELINES_TEST_POSTGRES_URL"
 START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
@@ -34,34 +29,6 @@ class FakeClock:
 
     def advance(self, delta: timedelta) -> None:
         self.now += delta
-
-
-def postgres_base_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(
-            f"{POSTGRES_ENV} is not set: export it (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) "
-            "to run the PostgreSQL ledger tests"
-        )
-    return url
-
-
-@pytest.fixture
-def postgres_schema_url() -> Iterator[str]:
-    """A PostgreSQL URL whose connections live in a fresh schema of their own."""
-    base = make_url(postgres_base_url())
-    if base.drivername in ("postgresql", "postgres"):
-        base = base.set(drivername="postgresql+psycopg")
-    schema = f"bp_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
