@@ -70,12 +70,12 @@ class BatchGatewayResource(dg.ConfigurableResource):
     )
     openai_api_key: Optional[str] = Field(
         default=None,
-        description="Key for providers speaking the OpenAI protocol; set it with dagster.EnvVar('OPENAI_API_KEY'). "
-        "Overrides the registry's api_key_env for those providers.",
+        description="Key of the provider named 'openai'; set it with dagster.EnvVar('OPENAI_API_KEY'). "
+        "Overrides that provider's api_key_env. Other providers read their own api_key_env.",
     )
     anthropic_api_key: Optional[str] = Field(
         default=None,
-        description="Key for Anthropic providers; set it with dagster.EnvVar('ANTHROPIC_API_KEY').",
+        description="Key of the provider named 'anthropic'; set it with dagster.EnvVar('ANTHROPIC_API_KEY').",
     )
     ledger_url: Optional[str] = Field(
         default=None,
@@ -134,10 +134,14 @@ class BatchGatewayResource(dg.ConfigurableResource):
         return self._gateway
 
 
-def _with_api_keys(registry: ProviderRegistry, keys_by_protocol: dict[str, Optional[str]]) -> ProviderRegistry:
-    """The registry with the resource's keys (from dagster.EnvVar) set on providers of each protocol."""
+def _with_api_keys(registry: ProviderRegistry, keys_by_provider: dict[str, Optional[str]]) -> ProviderRegistry:
+    """The registry with the resource's keys (from dagster.EnvVar) set on the providers they belong to.
+
+    Matched by provider name, never by protocol: an OpenAI key must not reach Gemini or an
+    aggregator just because they speak the OpenAI protocol.
+    """
     providers = []
     for provider in registry.providers:
-        key = keys_by_protocol.get(provider.protocol)
+        key = keys_by_provider.get(provider.name)
         providers.append(provider.model_copy(update={"api_key": SecretStr(key)}) if key else provider)
     return ProviderRegistry(providers)
