@@ -376,9 +376,11 @@ class OpenAIBatches:
         duration, _ = _effective_duration(record)
         if duration == float("inf"):
             return 0
-        elapsed = at - record["in_progress_at"]
-        if elapsed >= duration:
+        # Compare end times the way refresh computes them (start + duration): the difference
+        # at - start can fall a hair short of duration in floating point and lose the last line.
+        if at >= record["in_progress_at"] + duration:
             return record["total"]
+        elapsed = at - record["in_progress_at"]
         return max(0, int(record["total"] * elapsed / duration + 1e-9))  # float noise must not lose a line
 
     def _process_until(self, record: dict[str, Any], at: float) -> None:

@@ -296,3 +296,26 @@ def test_embeddings_batch_returns_vectors(emulator):
     output = read_lines(client, done.output_file_id)
     assert len(output) == 3
     assert all(len(line["response"]["body"]["data"][0]["embedding"]) == 16 for line in output)
+
+
+def test_every_line_is_processed_whatever_the_float_rounding_of_the_end_time(tmp_path):
+    """A batch whose drawn duration is not exactly representable still completes every line."""
+    import httpx
+    import orjson
+
+    from batch_pipelines.emulator.testing import run_emulator
+
+    lines = b"".join(
+        orjson.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": "gpt-5.4-mini", "messages": [{"role": "user", "content": f"hi {i}"}]}}) + b"\n"
+        for i in range(40)
+    )
+    for seed in range(6):
+        with run_emulator(profile={"seed": seed, "batch_completion_seconds": {"min": 60, "max": 600}}, state_dir=tmp_path / str(seed)) as emu:
+            client = httpx.Client(base_url=emu.openai_base_url, headers={"Authorization": "Bearer k"})
+            file_id = client.post("/files", files={"file": ("a.jsonl", lines)}, data={"purpose": "batch"}).json()["id"]
+            batch = client.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}).json()
+            emu.advance(7200)
+            batch = client.get(f"/batches/{batch['id']}").json()
+            assert batch["status"] == "completed"
+            assert batch["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
