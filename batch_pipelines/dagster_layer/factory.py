@@ -9,6 +9,8 @@ For a workload named ``w`` it builds, all on the workload's partitions:
 
 
 import hashlib
+import os
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -26,6 +28,8 @@ from batch_pipelines.dagster_layer.workload import BatchWorkload
 RESOURCE_KEY = "batch_gateway"
 PROMOTE_TAG = "batch_pipelines/promote"
 SENSOR_TIME_BUDGET_S = 40.0  # well inside Dagster's 60 s sensor limit
+SENSOR_INTERVAL_ENV = "BATCH_PIPELINES_SENSOR_INTERVAL_SECONDS"
+DEFAULT_SENSOR_INTERVAL_S = 30
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,10 @@ class BatchWorkloadDefinitions:
         return dg.Definitions(assets=self.assets, asset_checks=list(self.checks), sensors=self.sensors)
 
 
-def batch_workload(workload: BatchWorkload, *, sensor_interval_seconds: int = 30) -> BatchWorkloadDefinitions:
+def batch_workload(workload: BatchWorkload, *, sensor_interval_seconds: int | None = None) -> BatchWorkloadDefinitions:
+    """The workload's definitions; the sensors' interval defaults to $BATCH_PIPELINES_SENSOR_INTERVAL_SECONDS, else 30 s."""
+    if sensor_interval_seconds is None:
+        sensor_interval_seconds = sensor_interval_from_env()
     submit_asset = _submit_asset(workload)
     results_asset = _results_asset(workload)
     checks: list[dg.AssetChecksDefinition] = [
@@ -60,6 +67,17 @@ def batch_workload(workload: BatchWorkload, *, sensor_interval_seconds: int = 30
     sensor = completion_sensor(workload, minimum_interval_seconds=sensor_interval_seconds)
     watchdog = deadline_sensor(workload, minimum_interval_seconds=sensor_interval_seconds)
     return BatchWorkloadDefinitions(workload, submit_asset, results_asset, tuple(checks), sensor, watchdog)
+
+
+def sensor_interval_from_env() -> int:
+    """The sensors' minimum interval: tests and demos set it low, since batches there end in seconds."""
+    raw = os.environ.get(SENSOR_INTERVAL_ENV)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_SENSOR_INTERVAL_S
+    value = int(raw) if raw.strip().isdigit() else 0
+    if value < 1:
+        raise dg.DagsterInvalidDefinitionError(f"{SENSOR_INTERVAL_ENV} must be a whole number of seconds >= 1, got {raw!r}")
+    return value
 
 
 def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
@@ -185,7 +203,7 @@ def completion_sensor(workload: BatchWorkload, *, minimum_interval_seconds: int 
                 run_requests.append(
                     dg.RunRequest(
                         # Once per set of ended batches: a retry batch gives a new key, a repeat tick none.
-                        run_key=_run_key(workload.name, partition, progress.unreconciled_ids),
+                        run_key=_run_key(workload.name, partition, _run_key_parts(progress)),
                         partition_key=partition,
                         asset_selection=[workload.results_key, *workload.downstream],
                         tags={"batch_pipelines/workload": workload.name},
@@ -241,6 +259,18 @@ def deadline_sensor(workload: BatchWorkload, *, minimum_interval_seconds: int = 
         return dg.SensorResult(run_requests=run_requests, asset_events=observations, skip_reason=None if actions else "no deadline at risk")
 
     return _sensor
+
+
+def _run_key_parts(progress: Any) -> list[str]:
+    """What makes a results run new: the batches it collects, or (for stranded items) the hour.
+
+    Stranded items (a results run died after collecting) get at most one new run an hour, so a
+    run that keeps dying does not loop, yet the partition is never left unfinished for good.
+    """
+    parts = list(progress.unreconciled_ids)
+    if progress.stranded:
+        parts.append(f"stranded:{datetime.now(timezone.utc):%Y%m%d%H}")
+    return parts
 
 
 def _run_key(job: str, partition: str, batch_ids: Sequence[str]) -> str:

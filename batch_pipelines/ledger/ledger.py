@@ -991,15 +991,19 @@ class Ledger:
             conditions.append(batches_t.c.provider == provider)
         return self._batches(*conditions)
 
-    def active_partitions(self, job: str) -> list[str]:
-        """Partitions of ``job`` with a batch still running or not yet reconciled, in order."""
+    def active_partitions(self, job: str, *, reconciled_since: datetime | None = None) -> list[str]:
+        """Partitions of ``job`` with a batch still running or not yet reconciled, in order.
+
+        With ``reconciled_since``, also those with a batch reconciled since then: a results run
+        that died after collecting may have left their items waiting on no batch.
+        """
         b = batches_t
+        condition = b.c.reconcile_state != RECONCILE_DONE
+        if reconciled_since is not None:
+            condition = or_(condition, b.c.updated_at >= reconciled_since)
         with self._reading() as connection:
             rows = connection.execute(
-                select(b.c.partition)
-                .where(b.c.job == job, b.c.reconcile_state != RECONCILE_DONE)
-                .distinct()
-                .order_by(b.c.partition)
+                select(b.c.partition).where(b.c.job == job, condition).distinct().order_by(b.c.partition)
             ).all()
         return [row.partition for row in rows]
 

@@ -34,7 +34,9 @@ from batch_pipelines.providers.batch_lane import (
     require_dict,
 )
 from batch_pipelines.providers.http import vendor_error
+from batch_pipelines.providers.results_parsing import openai_usage
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
+from batch_pipelines.core.usage import Usage
 
 INTENT_KEY = "bp_intent"
 FINGERPRINT_KEY = "bp_fingerprint"
@@ -262,6 +264,24 @@ class OpenAIBatchLane(BatchLaneBase):
         return parse_openai_batch(self._json("POST", f"/batches/{vendor_batch_id}/cancel"), self.provider)
 
     # -- results ---------------------------------------------------------------------------------
+    def reported_usage(self, info: BatchInfo) -> Usage | None:
+        """The batch object's own usage totals (what the vendor bills), or None if it has none.
+
+        Reconciliation compares it with the sum of the lines it could read: the difference is
+        usage billed for lines it could not (cut short, unreadable) and is recorded, not hidden.
+        """
+        usage = info.raw.get("usage") if isinstance(info.raw, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        return openai_usage(
+            {
+                "prompt_tokens": usage.get("input_tokens"),
+                "prompt_tokens_details": usage.get("input_tokens_details"),
+                "completion_tokens": usage.get("output_tokens"),
+                "completion_tokens_details": usage.get("output_tokens_details"),
+            }
+        )
+
     def download_results(self, info: BatchInfo, dest_dir: str | Path) -> ResultFiles:
         """The output and error files (either may be absent), streamed to ``dest_dir``."""
         dest = Path(dest_dir)

@@ -13,18 +13,27 @@ import hashlib
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import BudgetExceededError
-from batch_pipelines.core.lanes import LanePolicy, RetryVerdict, choose_retry_lane, deadline_at_risk, retry_verdict
+from batch_pipelines.core.batches import QUEUE_FULL_CODES
+from batch_pipelines.core.lanes import (
+    LanePolicy,
+    RetryVerdict,
+    batch_can_meet,
+    choose_retry_lane,
+    deadline_at_risk,
+    retry_verdict,
+)
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.core.requests import Lane, LLMRequest
+from batch_pipelines.core.usage import Usage
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.ledger import Ledger
 from batch_pipelines.ledger.ledger import PROMOTION_KEY_PREFIX
@@ -40,8 +49,44 @@ ParseResponse = Callable[[dict[str, Any]], Mapping[str, Any]]
 RebuildRequests = Callable[[Sequence[str]], list[LLMRequest]]
 
 
+# How long after its last collection a partition is still checked for stranded items.
+STRANDED_LOOKBACK = timedelta(hours=24)
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _charge_unreadable_lines(outcomes: Iterable[ItemOutcome], billed: Usage) -> Iterator[ItemOutcome]:
+    """Put usage the vendor billed for lines we could not read onto the first missing item.
+
+    Missing items come after every line of the files was read (``iter_outcomes`` yields them
+    last), so by then the readable lines' usage is complete; what the batch's own totals say
+    beyond it was billed for lines cut short or unreadable. Recording it on a missing item's
+    attempt keeps the ledger's cost equal to the bill, and the item is still retried.
+    """
+    seen = Usage()
+    charged = False
+    for outcome in outcomes:
+        if outcome.kind is OutcomeKind.MISSING and not charged:
+            charged = True
+            gap = Usage(
+                max(0, billed.input_tokens - seen.input_tokens),
+                max(0, billed.cached_input_tokens - seen.cached_input_tokens),
+                0,
+                max(0, billed.output_tokens - seen.output_tokens),
+                max(0, billed.reasoning_tokens - seen.reasoning_tokens),
+            )
+            if gap.input_tokens or gap.output_tokens:
+                outcome = replace(outcome, usage=gap, reason=f"{outcome.reason}; usage billed for unreadable lines recorded here")
+        else:
+            seen += outcome.usage
+        yield outcome
+
+
+def _queue_full(row: Any) -> bool:
+    """A batch the vendor refused for a full queue: nothing ran, no attempt was spent."""
+    return row.status is BatchStatus.FAILED and any(e.code in QUEUE_FULL_CODES for e in row.errors)
 
 
 @dataclass(frozen=True)
@@ -66,11 +111,21 @@ class PartitionProgress:
     failed: int
     all_terminal: bool
     unreconciled_ids: tuple[str, ...]
+    stranded: int = 0  # unfinished items no open batch holds (a crashed run's, or a full queue's)
 
     @property
     def ready_for_results(self) -> bool:
-        """Every batch ended and at least one has results nobody collected yet."""
-        return self.all_terminal and bool(self.unreconciled_ids)
+        """Every batch ended and one has results nobody collected yet, or items wait on no batch.
+
+        The second case is a results run that died after collecting (mid sync retry, between
+        mark_for_retry and the new submission): only another results run can finish them.
+        """
+        return self.all_terminal and bool(self.unreconciled_ids or self.stranded)
+
+    @property
+    def needs_watching(self) -> bool:
+        """A batch still open or uncollected, or items stranded: worth an observation and a look."""
+        return not self.all_terminal or bool(self.unreconciled_ids or self.stranded)
 
     @property
     def status_summary(self) -> str:
@@ -221,7 +276,11 @@ class Gateway:
             infos = self.client(provider).batch.poll(ids, created_after=created_after)
             self.ledger.update_batches(infos.values())
             polled += len(infos)
-        partitions = {p: self.progress(job, p) for p in self.ledger.active_partitions(job)}
+        # Recently reconciled partitions too: a results run that died after collecting leaves
+        # items stranded (waiting on no batch) that only another results run can finish.
+        recent = self._clock() - STRANDED_LOOKBACK
+        partitions = {p: self.progress(job, p) for p in self.ledger.active_partitions(job, reconciled_since=recent)}
+        partitions = {p: progress for p, progress in partitions.items() if progress.needs_watching}
         return PollReport(partitions, polled, out_of_time)
 
     def progress(self, job: str, partition: str) -> PartitionProgress:
@@ -239,7 +298,17 @@ class Gateway:
             failed=sum(r.failed or 0 for r in rows),
             all_terminal=all(r.status.is_terminal for r in rows),
             unreconciled_ids=tuple(r.vendor_batch_id for r in rows if r.status.is_terminal and not r.reconciled),
+            stranded=self._stranded(job, partition, rows),
         )
+
+    def _stranded(self, job: str, partition: str, rows: Sequence[Any]) -> int:
+        if not rows:
+            return 0  # nothing submitted yet: the submit owes these items, not a results run
+        counts = self.ledger.item_counts(job, partition)
+        # Items under a batch still running, or ended but not yet collected, are not stranded.
+        held_ids = [r.vendor_batch_id for r in rows if not r.status.is_terminal or not r.reconciled]
+        waiting, _ = self.ledger.unfinished_in_batches(job, partition, held_ids)
+        return max(0, counts.get("pending", 0) + counts.get("submitted", 0) - waiting)
 
     # -- deadline watchdog -------------------------------------------------------------------
     def watch_deadlines(self, job: str) -> list[DeadlineAction]:
@@ -314,11 +383,18 @@ class Gateway:
                 continue
             if not self.ledger.claim_batch_for_reconcile(row.provider, row.vendor_batch_id, worker=worker):
                 continue  # another worker has it; its results land in the ledger all the same
-            self._collect_batch(job, partition, row, attempts_dir, parse_response, vector_column)
+            try:
+                self._collect_batch(job, partition, row, attempts_dir, parse_response, vector_column)
+            except BaseException:
+                # Give the claim back so the next run (another worker id) can collect at once
+                # instead of waiting for the claim to go stale; the replay is harmless (CAS).
+                self.ledger.release_batch_claim(row.provider, row.vendor_batch_id, worker=worker)
+                raise
             self.ledger.mark_batch_reconciled(row.provider, row.vendor_batch_id, worker=worker)
             report.collected_batches.append(row.vendor_batch_id)
 
         if rebuild_requests is not None:
+            self._resume_stranded(job, partition, report, attempts_dir, parse_response, rebuild_requests, vector_column)
             self._retry(job, partition, report, attempts_dir, parse_response, rebuild_requests, vector_column)
 
         counts = self.ledger.item_counts(job, partition)
@@ -405,11 +481,99 @@ class Gateway:
             self.ledger.release_items(job, partition, batch_key=row.vendor_batch_id)
             return
         expected = [item.custom_id for item in self.ledger.iter_items(job, partition, batch_key=row.vendor_batch_id)]
+        # Items the watchdog promoted away from this batch keep their open attempt under it: the
+        # batch may still have answered them, and that answer was paid for. Expecting them too
+        # records it (as superseded, paid twice); ids never in this batch close no attempt.
+        held = set(expected)
+        expected += [
+            item.custom_id
+            for item in self.ledger.iter_items(job, partition)
+            if item.batch_key and item.batch_key.startswith(PROMOTION_KEY_PREFIX) and item.custom_id not in held
+        ]
         download_dir = self.work_dir / job / partition / "downloads" / row.vendor_batch_id
         files = client.batch.download_results(info, download_dir)
         outcomes = client.batch.iter_outcomes(files, expected, model=info.model or row.model)
+        reported = getattr(client.batch, "reported_usage", None)
+        billed = reported(info) if reported is not None else None
+        if billed is not None:
+            outcomes = _charge_unreadable_lines(outcomes, billed)
         with AttemptTableWriter(attempts_dir / f"{row.vendor_batch_id}.parquet", vector_column) as writer:
             self._record(job, partition, row.vendor_batch_id, outcomes, Lane.BATCH, writer, parse_response, info.model or row.model)
+
+    def _resume_stranded(
+        self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, rebuild_requests, vector_column
+    ) -> None:
+        """Send again the items no batch or run is working on, so a partition can always finish.
+
+        Two ways items get stranded: a run killed mid sync run or mid promotion leaves them
+        'submitted' under a sync key no batch row stands for; and a full queue
+        (``token_limit_exceeded``) or a run killed between ``mark_for_retry`` and the new
+        submission leaves them 'pending'. Pending items that never had an attempt and no queue
+        refusal explains are left alone: the partition's submit still owes them a batch.
+        """
+        rows = self.ledger.batches(job, partition)
+        if any(not r.status.is_terminal for r in rows):
+            return  # wait: the open batches may still be a queue's reason to refuse
+        batch_keys = {r.vendor_batch_id for r in rows}
+        now = self._clock()
+        by_key: dict[str, list[Any]] = defaultdict(list)
+        for item in self.ledger.iter_items(job, partition, statuses=["submitted"]):
+            if item.batch_key not in batch_keys:
+                by_key[item.batch_key].append(item)
+        for key, items in by_key.items():
+            # A sync run still going (another worker) keeps touching its items; only a quiet key
+            # is presumed dead. Releasing gives the attempt back and drops its open attempt row.
+            quiet_for = max(timedelta(minutes=10), 2 * self.policy.sync_duration(len(items)))
+            if max(i.updated_at for i in items) <= now - quiet_for:
+                self.ledger.release_items(job, partition, batch_key=key)
+
+        refused = [r for r in rows if _queue_full(r)]
+        pending = [i for i in self.ledger.iter_items(job, partition, statuses=["pending"]) if refused or i.attempts > 0]
+        if not pending:
+            return
+        ids = [i.custom_id for i in pending]
+        deadlines = [i.deadline for i in pending if i.deadline is not None]
+        deadline = min(deadlines) if deadlines else None
+        limit: int | None = None
+        if refused and batch_can_meet(deadline, now, self.policy):
+            # The queue refused work: stay on the batch lane (no attempt was spent), in pieces
+            # half the size of the smallest refused batch, while the deadline allows.
+            sizes = [self._intent_size(r) for r in refused]
+            limit = max(1, min(sizes) // 2)
+            lane = Lane.BATCH
+        else:
+            lane = choose_retry_lane(len(ids), deadline, now, self.policy)
+        self._send_round(job, partition, report, attempts_dir, parse_response, rebuild_requests(ids), vector_column, lane, limit)
+
+    def _intent_size(self, row: Any) -> int:
+        intent = self.ledger.get_intent(row.intent_key) if row.intent_key else None
+        return intent.item_count if intent is not None else (row.total or 1)
+
+    def _send_round(
+        self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, requests, vector_column,
+        lane: Lane, max_shard_requests: int | None = None,
+    ) -> None:
+        if lane is Lane.SYNC:
+            self._run_on_sync(job, partition, requests, attempts_dir, parse_response, vector_column)
+            report.retried_on_sync += len(requests)
+            return
+        round_no = 1 + max((i.round for i in self.ledger.intents(job, partition)), default=0)
+        by_provider: dict[str, list[LLMRequest]] = defaultdict(list)
+        for request in requests:  # a partition may mix providers: each gets its own batches
+            by_provider[self.registry.provider_for(request.model).name].append(request)
+        for provider, share in sorted(by_provider.items()):
+            infos = submit_partition(
+                self.ledger,
+                self.client(provider),
+                share,
+                job=job,
+                partition=partition,
+                work_dir=self.work_dir / job / partition / f"round-{round_no}",
+                round=round_no,
+                max_shard_requests=max_shard_requests,
+            )
+            report.resubmitted += len(share)
+            report.new_batch_ids.extend(i.vendor_batch_id for i in infos)
 
     def _retry(self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, rebuild_requests, vector_column) -> None:
         retry_ids: list[str] = []
@@ -423,23 +587,7 @@ class Gateway:
             return
         lane = choose_retry_lane(len(retry_ids), min(deadlines) if deadlines else None, self._clock(), self.policy)
         self.ledger.mark_for_retry(job, partition, retry_ids, lane=lane)
-        requests = rebuild_requests(retry_ids)
-        if lane is Lane.BATCH:
-            round_no = 1 + max((i.round for i in self.ledger.intents(job, partition)), default=0)
-            infos = submit_partition(
-                self.ledger,
-                self.client_for_model(requests[0].model),
-                requests,
-                job=job,
-                partition=partition,
-                work_dir=self.work_dir / job / partition / f"round-{round_no}",
-                round=round_no,
-            )
-            report.resubmitted += len(requests)
-            report.new_batch_ids.extend(i.vendor_batch_id for i in infos)
-            return
-        self._run_on_sync(job, partition, requests, attempts_dir, parse_response, vector_column)
-        report.retried_on_sync += len(requests)
+        self._send_round(job, partition, report, attempts_dir, parse_response, rebuild_requests(retry_ids), vector_column, lane)
 
     def _run_on_sync(
         self, job, partition, requests: list[LLMRequest], attempts_dir: Path, parse_response, vector_column, *, prefix: str = "sync-"

@@ -24,6 +24,7 @@ after a batch exists).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -86,14 +87,22 @@ def submit_partition(
     work_dir: str | Path,
     round: int = 0,
     crash_hook: CrashHook | None = None,
+    max_shard_requests: int | None = None,
 ) -> list[BatchInfo]:
-    """Record, shard and submit ``requests`` on ``client``'s batch lane; one BatchInfo per shard."""
+    """Record, shard and submit ``requests`` on ``client``'s batch lane; one BatchInfo per shard.
+
+    ``max_shard_requests`` shards smaller than the provider's caps: work a full queue refused
+    (``token_limit_exceeded``) goes back in pieces the queue can take.
+    """
     hook = crash_hook or _no_hook
     config = client.config
     stream = _recorded_stream(ledger, requests, job=job, partition=partition, provider=config.name)
+    limits = ShardLimits.from_caps(config.caps)
+    if max_shard_requests is not None:
+        limits = replace(limits, max_requests=max(1, min(limits.max_requests, max_shard_requests)))
     shards = shard_requests(
         stream,
-        ShardLimits.from_caps(config.caps),
+        limits,
         Path(work_dir) / "shards",
         protocol=config.protocol,
         check_unique_ids=False,  # _recorded_stream already refuses a repeated id in the partition
