@@ -21,13 +21,19 @@ from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError, QueueFullError
 from batch_pipelines.core.sharding import Shard
 from batch_pipelines.core.status import anthropic_status
-from batch_pipelines.providers.batch_lane import ONE_SHOT, BatchLaneBase, ResultFiles, epoch_to_datetime, require_dict
+from batch_pipelines.providers.batch_lane import (
+    DEFAULT_MAX_PAGES,
+    ONE_SHOT,
+    BatchLaneBase,
+    ResultFiles,
+    epoch_to_datetime,
+    require_dict,
+)
 from batch_pipelines.providers.http import vendor_error
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
 
 BATCHES_PATH = "/v1/messages/batches"
 PAGE_LIMIT = 100
-DEFAULT_MAX_PAGES = 50
 _OPEN = b'{"requests":['
 _CLOSE = b"]}"
 _READ_BYTES = 1 << 20
@@ -177,27 +183,6 @@ class AnthropicBatchLane(BatchLaneBase):
     # -- watch ---------------------------------------------------------------------------------
     def get(self, vendor_batch_id: str) -> BatchInfo:
         return parse_anthropic_batch(self._json("GET", f"{BATCHES_PATH}/{vendor_batch_id}"), self.provider)
-
-    def poll(
-        self,
-        vendor_batch_ids: Iterable[str],
-        *,
-        created_after: datetime | None = None,
-        max_pages: int = DEFAULT_MAX_PAGES,
-    ) -> dict[str, BatchInfo]:
-        """Many batches at once: one call per list page, ``get`` only for ids the pages missed."""
-        wanted = set(vendor_batch_ids)
-        found: dict[str, BatchInfo] = {}
-        if not wanted:
-            return found
-        for info in self.iter_batches(created_after=created_after, max_pages=max_pages):
-            if info.vendor_batch_id in wanted:
-                found[info.vendor_batch_id] = info
-                if len(found) == len(wanted):
-                    break
-        for batch_id in sorted(wanted - found.keys()):
-            found[batch_id] = self.get(batch_id)
-        return found
 
     def cancel(self, vendor_batch_id: str) -> BatchInfo:
         return parse_anthropic_batch(self._json("POST", f"{BATCHES_PATH}/{vendor_batch_id}/cancel"), self.provider)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import httpx
 
+from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError
 from batch_pipelines.core.outcomes import ItemOutcome
 from batch_pipelines.providers.config import ProviderConfig
@@ -59,6 +60,10 @@ def require_dict(payload: Any, what: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise MalformedResponseError(f"{what} is not a JSON object", payload_type=type(payload).__name__)
     return payload
+
+
+# Pages of a vendor's batch list read at most per scan (100 batches a page on both vendors).
+DEFAULT_MAX_PAGES = 50
 
 
 class BatchLaneBase:
@@ -104,6 +109,31 @@ class BatchLaneBase:
             raise MalformedResponseError(f"{method} {httpx.URL(url).path} did not answer JSON", status_code=response.status_code) from None
 
     # -- downloads -----------------------------------------------------------------------------
+    def poll(
+        self,
+        vendor_batch_ids: Iterable[str],
+        *,
+        created_after: datetime | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+    ) -> dict[str, BatchInfo]:
+        """Many batches at once: one call per list page, ``get`` only for ids the pages missed.
+
+        Subclasses provide ``iter_batches`` (newest first, stopping before ``created_after``)
+        and ``get``.
+        """
+        wanted = set(vendor_batch_ids)
+        found: dict[str, BatchInfo] = {}
+        if not wanted:
+            return found
+        for info in self.iter_batches(created_after=created_after, max_pages=max_pages):
+            if info.vendor_batch_id in wanted:
+                found[info.vendor_batch_id] = info
+                if len(found) == len(wanted):
+                    break
+        for batch_id in sorted(wanted - found.keys()):
+            found[batch_id] = self.get(batch_id)
+        return found
+
     def download(self, url: str, dest: Path) -> Path:
         """Stream ``url`` to ``dest``; a stream broken part-way resumes (Range) or restarts."""
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from batch_pipelines.core.errors import MalformedResponseError, ProviderError, Q
 from batch_pipelines.core.sharding import Shard
 from batch_pipelines.core.status import normalise_status
 from batch_pipelines.providers.batch_lane import (
+    DEFAULT_MAX_PAGES,
     ONE_SHOT,
     BatchLaneBase,
     ResultFiles,
@@ -43,7 +44,6 @@ FINGERPRINT_KEY = "bp_fingerprint"
 MODEL_KEY = "bp_model"
 PAGE_LIMIT = 100
 FILE_PAGE_LIMIT = 10_000
-DEFAULT_MAX_PAGES = 50
 QUEUE_FULL_CODES = frozenset({"token_limit_exceeded", "enqueued_token_limit_exceeded"})
 
 
@@ -238,27 +238,6 @@ class OpenAIBatchLane(BatchLaneBase):
     # -- watch ---------------------------------------------------------------------------------
     def get(self, vendor_batch_id: str) -> BatchInfo:
         return parse_openai_batch(self._json("GET", f"/batches/{vendor_batch_id}"), self.provider)
-
-    def poll(
-        self,
-        vendor_batch_ids: Iterable[str],
-        *,
-        created_after: datetime | None = None,
-        max_pages: int = DEFAULT_MAX_PAGES,
-    ) -> dict[str, BatchInfo]:
-        """Many batches at once: one call per list page, ``get`` only for ids the pages missed."""
-        wanted = set(vendor_batch_ids)
-        found: dict[str, BatchInfo] = {}
-        if not wanted:
-            return found
-        for info in self.iter_batches(created_after=created_after, max_pages=max_pages):
-            if info.vendor_batch_id in wanted:
-                found[info.vendor_batch_id] = info
-                if len(found) == len(wanted):
-                    break
-        for batch_id in sorted(wanted - found.keys()):
-            found[batch_id] = self.get(batch_id)
-        return found
 
     def cancel(self, vendor_batch_id: str) -> BatchInfo:
         return parse_openai_batch(self._json("POST", f"/batches/{vendor_batch_id}/cancel"), self.provider)
