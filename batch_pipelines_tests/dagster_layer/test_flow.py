@@ -214,3 +214,35 @@ def test_cost_over_budget_fails_the_cost_check(emu, instance, tmp_path):
     (evaluation,) = [e for r in runs for e in r.get_asset_check_evaluations() if e.check_name == "cost_within_budget"]
     assert not evaluation.passed
     assert "vs budget" in evaluation.description
+
+
+def test_results_run_that_dies_mid_retry_is_requested_again(emu, instance, tmp_path, monkeypatch):
+    """A results run killed between marking retries and resending them leaves items on no batch; the sensor asks again."""
+    emu.set_profile({"seed": 5, "item_error_rate": 0.3, "item_error_kinds": {"server_error_500": 1}})
+    resource = make_resource(emu, tmp_path / "strand")
+    workload, rows = _tiny_workload("strand")
+    wdefs = batch_workload(workload)
+    defs = dg.Definitions(assets=[rows, *wdefs.assets], asset_checks=list(wdefs.checks), sensors=[wdefs.sensor], resources={"batch_gateway": resource})
+    assert materialize(defs, instance, [rows.key, workload.submit_key], DAY, {"batch_gateway": resource}).success
+    emu.advance(3600)
+    (request,) = tick(defs, wdefs.sensor, instance).run_requests
+
+    calls = {"n": 0}
+    real = BatchWorkload.requests_from_frame
+
+    def dies_on_the_retry(self, frame, *, partition, now=None):
+        calls["n"] += 1
+        raise RuntimeError("worker killed")  # the results run rebuilds requests only to resend retries
+
+    monkeypatch.setattr(BatchWorkload, "requests_from_frame", dies_on_the_retry)
+    died = run_requests_of(defs, instance, request, {"batch_gateway": resource})
+    assert not died.success and calls["n"] == 1
+    assert latest_metadata(instance, workload.results_key, DAY) is None
+
+    monkeypatch.setattr(BatchWorkload, "requests_from_frame", real)
+    (again,) = tick(defs, wdefs.sensor, instance).run_requests
+    assert again.run_key != request.run_key and again.partition_key == DAY
+    assert run_requests_of(defs, instance, again, {"batch_gateway": resource}).success
+    meta = latest_metadata(instance, workload.results_key, DAY)
+    assert meta[keys.ITEMS_TOTAL] == 20 and meta[keys.outcome_count("succeeded")] == 20
+    assert meta[keys.RETRIED_ITEMS] > 0
