@@ -16,9 +16,10 @@ import hashlib
 import threading
 from array import array
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import bpe_openai
+from bpe_openai import _bindings as bpe_backend
 
 from batch_pipelines.core import tokens
 
@@ -29,7 +30,33 @@ CACHE_STEP_TOKENS = 128
 _MESSAGE_MARKER = array("I", [0xFFFFFFFF] * tokens.TOKENS_PER_MESSAGE).tobytes()
 _MAX_SEEN_PREFIXES = 2_000_000
 
-count_text = lru_cache(maxsize=1 << 17)(tokens.count_text)
+# Text up to this many characters is at most 4 bytes a character, so it can never reach the
+# tokenizer's 200,000-token chunk limit, the only way ``tokens.count_text`` refuses text.
+_FAST_COUNT_MAX_CHARS = 50_000
+
+
+_rust_count: Any = None  # the Rust tokenizer's count, loaded at first use
+
+
+def count_fresh(text: str) -> int:
+    """``tokens.count_text(text)``, for text seen once (the last user message of a line).
+
+    The Rust tokenizer counts without building the token list in Python, which is most of
+    the cost of a short text. Text it cannot take (lone surrogates) or long text goes the
+    shared way.
+    """
+    global _rust_count
+    if text and len(text) <= _FAST_COUNT_MAX_CHARS:
+        if _rust_count is None:
+            _rust_count = bpe_backend.tokenizer_for_encoding(tokens.ENCODING_NAME).count
+        try:
+            return _rust_count(text)
+        except UnicodeEncodeError:
+            pass
+    return tokens.count_text(text)
+
+
+count_text = lru_cache(maxsize=1 << 17)(count_fresh)
 
 
 @lru_cache(maxsize=8192)
@@ -101,6 +128,16 @@ class PromptCache:
     def __init__(self) -> None:
         self._seen: set[bytes] = set()
         self._lock = threading.Lock()
+        self._last_first: tuple[str | None, int] = (None, 0)
+        self._last_walk: tuple[str | None, _PrefixWalk | None] = (None, None)
+
+    def _first_walk(self, first: str) -> _PrefixWalk:
+        """The hash walk over the first part, shared by every prompt that starts with it."""
+        last_text, walk = self._last_walk
+        if walk is None or not (first is last_text or first == last_text):
+            walk = _walk_after_first(first)
+            self._last_walk = (first, walk)
+        return walk
 
     def measure(self, body: dict[str, Any]) -> tuple[int, int]:
         """(prompt tokens, cached prompt tokens) of a chat or messages request.
@@ -108,18 +145,33 @@ class PromptCache:
         The prompt count equals ``tokens.count_chat_prompt(body)``: each part's segment holds
         its tokens plus the per-message markers, so one encoding serves both counts.
         """
-        parts = tokens.prompt_text(body)
+        return self.measure_parts(tokens.prompt_text(body))
+
+    def measure_parts(self, parts: Sequence[str]) -> tuple[int, int]:
+        """``measure`` of a prompt given as its text parts (``tokens.prompt_text``)."""
         if not parts:
             return tokens.TOKENS_PER_REPLY, 0
-        # Shared parts repeat across lines (memoised); the last one rarely does.
-        prompt = sum(count_text(p) for p in parts[:-1]) + tokens.count_text(parts[-1])
+        # The first part is usually a system prompt every line repeats, in a fresh string
+        # object: comparing it with the previous line's is far cheaper than hashing it for the
+        # memos. A tuple is replaced whole, so threads see a consistent entry.
+        first = parts[0]
+        if len(parts) == 1:
+            prompt = count_fresh(first)
+        else:
+            last_first, first_count = self._last_first
+            if not (first is last_first or first == last_first):
+                first_count = count_text(first)
+                self._last_first = (first, first_count)
+            # Middle parts repeat across lines (memoised); the last one rarely does.
+            prompt = first_count + count_fresh(parts[-1])
+            if len(parts) > 2:
+                prompt += sum(count_text(p) for p in parts[1:-1])
         prompt += tokens.TOKENS_PER_MESSAGE * len(parts) + tokens.TOKENS_PER_REPLY
         if prompt < CACHE_MIN_TOKENS:
             return prompt, 0
-        segments = [_segment(p) for p in parts]
-        walk = _walk_after_first(parts[0]).copy()
-        for segment in segments[1:]:
-            walk.feed(segment)
+        walk = self._first_walk(first).copy()
+        for part in parts[1:]:
+            walk.feed(_segment(part))
         if not walk.digests:
             return prompt, 0
         cached = 0

@@ -8,8 +8,10 @@ The timeline mirrors the OpenAI one (seeded duration, expiry at 24 h, a cancel t
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
@@ -30,6 +32,10 @@ ITEM_ERRORS = {
     "rate_limited_429": (429, "Rate limited (injected by the emulator's fault profile)."),
 }
 _MALFORMED_TAIL = 40
+# Requests of batches not yet ended are kept parsed in memory up to this many bytes of their
+# JSON, so ending a batch does not parse what creating it already parsed. Beyond it, and after
+# a restart, they are read back from the batch's requests.jsonl.
+_HELD_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 def not_found(batch_id: str) -> ApiError:
@@ -48,6 +54,8 @@ class AnthropicBatches:
         self.clock = clock
         self.responder = responder
         self.profile = profile
+        self._held: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        self._held_bytes = 0
 
     def create(self, payload: Any) -> dict[str, Any]:
         if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
@@ -81,8 +89,12 @@ class AnthropicBatches:
         with self.store.lock:
             batch_id, seq = self.store.new_id("msgbatch_", 24)
             work = self.store.anthropic_dir(batch_id)
+            kept = [{"custom_id": r["custom_id"], "params": r["params"]} for r in requests]
             with open(work / "requests.jsonl", "wb") as out:
-                out.write(b"\n".join(orjson.dumps({"custom_id": r["custom_id"], "params": r["params"]}) for r in requests) + b"\n")
+                size = out.write(b"\n".join(orjson.dumps(r) for r in kept) + b"\n")
+            if self._held_bytes + size <= _HELD_REQUEST_BYTES:
+                self._held[batch_id] = (kept, size)
+                self._held_bytes += size
             u = uniforms(profile.seed, "batch", seq)
             span = profile.batch_completion_seconds
             record = {
@@ -146,6 +158,7 @@ class AnthropicBatches:
             self.refresh(record)
             if record["processing_status"] != "ended":
                 raise ApiError(400, f"Message Batch {batch_id} is still {record['processing_status']}; cancel it and wait for it to end before deleting it.")
+            self._release(batch_id)
             self.store.delete_anthropic_batch(batch_id)
             return {"id": batch_id, "type": "message_batch_deleted"}
 
@@ -191,9 +204,8 @@ class AnthropicBatches:
         malformed_left = profile.malformed_output_lines
         error_rate = 1.0 if profile.all_lines_fail else profile.item_error_rate
         dumps = orjson.dumps
-        with open(work / "requests.jsonl", "rb") as source:
-            for index, raw in enumerate(source):
-                request = orjson.loads(raw)
+        with self._requests(record["id"], work) as requests:
+            for index, request in enumerate(requests):
                 custom_id = request["custom_id"]
                 if index >= done:
                     counts[rest] += 1
@@ -228,6 +240,23 @@ class AnthropicBatches:
         record["processing_status"] = "ended"
         record["ended_at"] = at
         self.store.save_anthropic_batch(record)
+
+    @contextmanager
+    def _requests(self, batch_id: str, work: Path) -> Iterator[Iterable[dict[str, Any]]]:
+        """The batch's requests in order: the parsed copy kept at create, else its file."""
+        held = self._release(batch_id)
+        if held is not None:
+            yield held
+            return
+        with open(work / "requests.jsonl", "rb") as source:
+            yield map(orjson.loads, source)
+
+    def _release(self, batch_id: str) -> list[dict[str, Any]] | None:
+        held = self._held.pop(batch_id, None)
+        if held is None:
+            return None
+        self._held_bytes -= held[1]
+        return held[0]
 
     @staticmethod
     def render(record: dict[str, Any], base_url: str) -> dict[str, Any]:

@@ -89,8 +89,16 @@ class PromptView:
         return f"{self.shared}\n{self.last_user}" if self.shared else self.last_user
 
 
-def view_prompt(body: dict[str, Any]) -> PromptView:
+def _split_prompt(body: dict[str, Any]) -> tuple[str, str]:
+    """(shared, last user message): the system prompt and every turn but the last user message,
+    joined by newlines, and that message."""
     messages = body.get("messages") or ()
+    system = body.get("system")
+    if not system and isinstance(messages, list) and len(messages) == 2:
+        # The common batch shape, one turn of context then the user turn: no loops, no copies.
+        first, last = messages
+        if isinstance(last, dict) and last.get("role") == "user":
+            return (_content_text(first.get("content")) if isinstance(first, dict) else ""), _content_text(last.get("content"))
     last_user_index = None
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
@@ -98,7 +106,6 @@ def view_prompt(body: dict[str, Any]) -> PromptView:
             last_user_index = index
             break
     shared_parts: list[str] = []
-    system = body.get("system")
     if system:
         shared_parts.append(_content_text(system))
     last_user = ""
@@ -108,12 +115,31 @@ def view_prompt(body: dict[str, Any]) -> PromptView:
             last_user = text
         else:
             shared_parts.append(text)
-    # The common batch shape is one system prompt plus the user turn: no string copy then.
+    # One system prompt plus the user turn: no string copy then.
     shared = shared_parts[0] if len(shared_parts) == 1 else "\n".join(shared_parts)
+    return shared, last_user
+
+
+# The last shared text and its features. Batch lines repeat one long system prompt in fresh
+# string objects: comparing with the previous line's copy is far cheaper than hashing it for
+# the memo. A tuple is replaced whole, so threads see a consistent pair.
+_last_context: tuple[str | None, ContextFeatures | None] = (None, None)
+
+
+def _shared_features(shared: str) -> ContextFeatures:
+    global _last_context
+    last_text, last_features = _last_context
+    if last_features is not None and (shared is last_text or shared == last_text):
+        return last_features
     features = context_features(shared)
+    _last_context = (shared, features)
+    return features
+
+
+def _prompt_features(shared: str, last_user: str, lowered: str) -> ContextFeatures:
+    features = _shared_features(shared)
     # The last user message differs on every line: look at it without memoising it, and only
     # run the regexes when a cheap substring test says an instruction may be there.
-    lowered = last_user.lower()
     if "labels" in lowered or "judge" in lowered or "score" in lowered or "summar" in lowered or "report" in lowered:
         user_features = _features(last_user)
         features = ContextFeatures(
@@ -122,21 +148,57 @@ def view_prompt(body: dict[str, Any]) -> PromptView:
             mentions_judge=features.mentions_judge or user_features.mentions_judge,
             mentions_summary=features.mentions_summary or user_features.mentions_summary,
         )
-    return PromptView(shared, last_user, features)
+    return features
 
 
-def choose_label(values: tuple[str, ...], normalised: tuple[str, ...], message: str) -> str:
-    """The first value whose words appear in ``message``, else a stable pick by hash."""
-    lowered = message.lower()
-    text: str | None = None
-    for value, norm in zip(values, normalised):
+def view_prompt(body: dict[str, Any]) -> PromptView:
+    shared, last_user = _split_prompt(body)
+    return PromptView(shared, last_user, _prompt_features(shared, last_user, last_user.lower()))
+
+
+@lru_cache(maxsize=4096)
+def _cached_label_matchers(normalised: tuple[str, ...]) -> tuple[tuple[str, bool, "re.Pattern[str] | None"], ...]:
+    """Per normalised label: its words joined by spaces, whether it has several, and a regex
+    that finds those words whole and in order in lowercased text.
+
+    ``" w1 w2 " in _normalise(text)`` holds exactly when the lowercased text has ``w1`` and
+    ``w2`` as whole alphanumeric runs separated only by other characters, which the regex
+    checks without rewriting the text.
+    """
+    out = []
+    for norm in normalised:
         probe = norm.strip()
+        words = probe.split(" ")
+        pattern = re.compile(r"(?<![0-9a-z])" + r"[^0-9a-z]+".join(map(re.escape, words)) + r"(?![0-9a-z])") if probe else None
+        out.append((probe, " " in probe, pattern))
+    return tuple(out)
+
+
+# Batch lines share one label tuple object (memoised features): skip hashing it every line.
+_last_matchers: tuple[tuple[str, ...] | None, tuple[tuple[str, bool, "re.Pattern[str] | None"], ...]] = (None, ())
+
+
+def _label_matchers(normalised: tuple[str, ...]) -> tuple[tuple[str, bool, "re.Pattern[str] | None"], ...]:
+    global _last_matchers
+    last, matchers = _last_matchers
+    if normalised is last:
+        return matchers
+    matchers = _cached_label_matchers(normalised)
+    _last_matchers = (normalised, matchers)
+    return matchers
+
+
+def choose_label(values: tuple[str, ...], normalised: tuple[str, ...], message: str, lowered: str | None = None) -> str:
+    """The first value whose words appear in ``message``, else a stable pick by hash.
+
+    ``lowered`` is ``message.lower()`` when the caller has it already.
+    """
+    if lowered is None:
+        lowered = message.lower()
+    for value, (probe, several, pattern) in zip(values, _label_matchers(normalised)):
         # A cheap substring test first; the whole-word check only when it could match.
-        if probe and (probe in lowered or " " in probe):
-            if text is None:
-                text = _normalise(message)
-            if norm in text:
-                return value
+        if probe and (several or probe in lowered) and pattern.search(lowered):
+            return value
     return values[stable_index(message, len(values))]
 
 
@@ -207,14 +269,41 @@ def default_reply(view: PromptView) -> str:
     return "Emulated reply: " + (" ".join(words) if words else "no user message.")
 
 
+def two_turn_texts(body: dict[str, Any]) -> tuple[str, str] | None:
+    """(context, user message) for the usual batch line: exactly one turn of plain-text context
+    then the user's plain-text turn, no system field and no response_format. None otherwise.
+
+    For such a body the prompt parts are these two texts and ``_split_prompt`` returns them, so
+    callers may answer and count from them without walking the body again.
+    """
+    messages = body.get("messages")
+    if type(messages) is not list or len(messages) != 2 or body.get("system") or body.get("response_format") is not None:
+        return None
+    first, last = messages
+    if type(first) is not dict or type(last) is not dict or last.get("role") != "user":
+        return None
+    context = first.get("content")
+    user = last.get("content")
+    if type(context) is not str or type(user) is not str:
+        return None
+    return context, user
+
+
 def answer_text(body: dict[str, Any], *, key: str, seed: int, off_list_rate: float) -> str:
     """The assistant's text for a chat or messages request (no response_format)."""
-    view = view_prompt(body)
-    features = view.features
+    shared, last_user = _split_prompt(body)
+    return answer_turns(shared, last_user, key=key, seed=seed, off_list_rate=off_list_rate)
+
+
+def answer_turns(shared: str, last_user: str, *, key: str, seed: int, off_list_rate: float) -> str:
+    """``answer_text`` from the prompt already split into shared context and last user message."""
+    lowered = last_user.lower()
+    features = _prompt_features(shared, last_user, lowered)
     if features.labels:
         if off_list_rate > 0 and chance(seed, "off_list", key) < off_list_rate:
             return off_list_word(features.labels)
-        return choose_label(features.labels, features.normalised_labels, view.last_user)
+        return choose_label(features.labels, features.normalised_labels, last_user, lowered)
+    view = PromptView(shared, last_user, features)
     verdict = judge(view)
     if verdict is not None:
         score, rationale = verdict

@@ -14,9 +14,12 @@ from __future__ import annotations
 import os
 import shutil
 from array import array
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import orjson
 
 from batch_pipelines.emulator import accounting
@@ -389,24 +392,20 @@ class OpenAIBatches:
         start = record["processed"]
         if target <= start:
             return
-        table = _load_table(self.store.batch_dir(record["id"]))
+        rows = np.frombuffer((self.store.batch_dir(record["id"]) / "lines.table").read_bytes(), dtype=np.uint32)
+        rows = rows.reshape(-1, _ROW)[start:target].astype(np.uint64)
+        kinds = rows[:, 0]
+        errors = kinds == _ERROR
+        outputs = (kinds != _ERROR) & (kinds != _EXPIRED)
         usage = record["usage"]
         pending = record["pending"]
-        completed = failed = 0
-        for index in range(start, target):
-            row = index * _ROW
-            kind = table[row]
-            if kind == _ERROR:
-                failed += 1
-                pending["errors"] += table[row + 1]
-            elif kind != _EXPIRED:
-                completed += 1
-                pending["output"] += table[row + 1]
-                usage["input_tokens"] += table[row + 2]
-                usage["cached_tokens"] += table[row + 3]
-                usage["output_tokens"] += table[row + 4]
-        record["completed"] += completed
-        record["failed"] += failed
+        pending["errors"] += int(rows[errors, 1].sum())
+        pending["output"] += int(rows[outputs, 1].sum())
+        usage["input_tokens"] += int(rows[outputs, 2].sum())
+        usage["cached_tokens"] += int(rows[outputs, 3].sum())
+        usage["output_tokens"] += int(rows[outputs, 4].sum())
+        record["completed"] += int(outputs.sum())
+        record["failed"] += int(errors.sum())
         record["processed"] = target
 
     def _expire_rest(self, record: dict[str, Any]) -> None:
@@ -558,22 +557,25 @@ def _remove_work(work: Path) -> None:
 _ROW = 5
 _OUTPUT, _ERROR, _MISSING, _EXPIRED = 0, 1, 2, 3
 _FLUSH_LINES = 4096
-
-
-def _load_table(work: Path) -> array:
-    table = array("I")
-    table.frombytes((work / "lines.table").read_bytes())
-    return table
+_DRAW_BLOCK = 4096  # lines whose seeded draws are computed together
+_WRITES_IN_FLIGHT = 4  # joined blocks (a few MB each) queued for the writer thread
 
 
 class _PendingWriter:
-    """Appends precomputed lines to the pending work files in large writes."""
+    """Appends precomputed lines to the pending work files in large writes.
+
+    The writes run on a helper thread: copying tens of megabytes into the page cache is
+    kernel time that needs no GIL, so it overlaps with answering the next lines instead of
+    adding to it. At most ``_WRITES_IN_FLIGHT`` blocks wait, and one thread keeps them in order.
+    """
 
     def __init__(self, work: Path) -> None:
         self.work = work
         self.table = array("I")
         self._buffers: dict[str, list[bytes]] = {"output": [], "errors": []}
         self._files = {name: open(work / f"{name}.pending", "wb") for name in self._buffers}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulator-pending-writer")
+        self._in_flight: deque[Future[int]] = deque()
 
     def add(self, stream: str, kind: int, line: bytes | None, prompt: int = 0, cached: int = 0, completion: int = 0) -> None:
         size = 0
@@ -588,13 +590,23 @@ class _PendingWriter:
     def _flush(self, stream: str) -> None:
         buffer = self._buffers[stream]
         if buffer:
-            self._files[stream].write(b"\n".join(buffer) + b"\n")
+            buffer.append(b"")  # the last line's newline, without copying the joined block again
+            block = b"\n".join(buffer)
             buffer.clear()
+            while len(self._in_flight) >= _WRITES_IN_FLIGHT:
+                self._in_flight.popleft().result()  # re-raises a failed write here
+            self._in_flight.append(self._pool.submit(self._files[stream].write, block))
 
     def close(self) -> None:
-        for stream, handle in self._files.items():
-            self._flush(stream)
-            handle.close()
+        try:
+            for stream in self._files:
+                self._flush(stream)
+            while self._in_flight:
+                self._in_flight.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+            for handle in self._files.values():
+                handle.close()
 
     def save_table(self) -> None:
         (self.work / "lines.table").write_bytes(self.table.tobytes())
@@ -613,24 +625,32 @@ class _LineAnswerer:
         self.created = record["created_at"] + self.profile.validation_seconds
         self.error_rate = 1.0 if self.profile.all_lines_fail else self.profile.item_error_rate
         self.malformed_left = self.profile.malformed_output_lines
+        self.created_stamp = int(self.created)
         self.index = 0
+        self._block = self.draws.block(0, 0)
         self.prompt_tokens = 0
 
     def answer(self, custom_id: str, body: dict[str, Any]) -> None:
         index = self.index
         self.index += 1
-        u_missing, u_error, u_kind, stem = self.draws.draw(index)
-        line_id = f"batch_req_{stem:032x}"
-        request_id = f"req_{stem & 0xFFFFFFFFFFFFFFFF:016x}"
+        block = self._block
+        if index >= block.end:
+            block = self._block = self.draws.block(index, _DRAW_BLOCK)
+        offset = index - block.start
+        at = 16 * offset
+        low = block.low[at : at + 16]
+        stem = block.high[at : at + 16] + low
+        line_id = "batch_req_" + stem
+        request_id = "req_" + low
         dumps = orjson.dumps
         profile = self.profile
-        if u_error < self.error_rate:
-            status, error_body = ITEM_ERRORS[weighted_choice(profile.item_error_kinds, u_kind)]
+        if block.u_error[offset] < self.error_rate:
+            status, error_body = ITEM_ERRORS[weighted_choice(profile.item_error_kinds, block.u_kind[offset])]
             line = {"id": line_id, "custom_id": custom_id, "response": {"status_code": status, "request_id": request_id, "body": {"error": error_body}}, "error": None}
             self.writer.add("errors", _ERROR, dumps(line))
             self._count_prompt(body)
             return
-        if u_missing < profile.missing_line_rate:
+        if block.u_missing[offset] < profile.missing_line_rate:
             self.writer.add("output", _MISSING, None)
             self._count_prompt(body)
             return
@@ -639,7 +659,7 @@ class _LineAnswerer:
                 response, usage = self.responder.embeddings(body)
             else:
                 response, usage = self.responder.chat_completion(
-                    body, profile=profile, key=custom_id, completion_id=f"chatcmpl-{line_id[10:]}", created=int(self.created)
+                    body, profile=profile, key=custom_id, completion_id="chatcmpl-" + stem, created=self.created_stamp
                 )
         except ApiError as exc:
             error_body = {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}

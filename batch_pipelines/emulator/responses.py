@@ -13,7 +13,7 @@ from batch_pipelines.emulator import accounting
 from batch_pipelines.emulator.catalogue import ANTHROPIC_MODEL_IDS, native_dimensions
 from batch_pipelines.emulator.embeddings import embed, encode_base64, input_texts
 from batch_pipelines.emulator.errors import ApiError
-from batch_pipelines.emulator.models import answer_for
+from batch_pipelines.emulator.models import answer_for, answer_turns, two_turn_texts
 from batch_pipelines.emulator.profile import Profile
 
 MAX_EMBEDDING_INPUTS = 2048
@@ -51,6 +51,8 @@ def _positive_int(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
+    if type(value) is int and value >= 1:  # the usual case, decided without the checks below
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ApiError(400, f"Invalid '{name}': expected a positive integer, got {value!r}.", param=name, code="invalid_value")
     return value
@@ -77,12 +79,17 @@ class Responder:
         self.prompt_cache = prompt_cache
 
     def _answer(self, body: dict[str, Any], limit: int | None, key: str, profile: Profile) -> tuple[str, bool, UsageTotals]:
-        text = answer_for(body, key=key, seed=profile.seed, off_list_rate=profile.off_list_rate)
+        turns = two_turn_texts(body)
+        if turns is not None:
+            # The usual batch line: split the prompt once for both the answer and the counts.
+            text = answer_turns(*turns, key=key, seed=profile.seed, off_list_rate=profile.off_list_rate)
+        else:
+            text = answer_for(body, key=key, seed=profile.seed, off_list_rate=profile.off_list_rate)
         if limit is not None:
             text, completion, truncated = accounting.truncate_to_tokens(text, limit)
         else:
             completion, truncated = accounting.count_text(text), False
-        prompt, cached = self.prompt_cache.measure(body)
+        prompt, cached = self.prompt_cache.measure_parts(turns) if turns is not None else self.prompt_cache.measure(body)
         return text, truncated, UsageTotals(prompt, cached, completion, 0)
 
     def chat_completion(
