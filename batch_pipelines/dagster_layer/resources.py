@@ -17,14 +17,11 @@ from pydantic import Field, PrivateAttr, SecretStr
 from batch_pipelines.core.lanes import LanePolicy
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.ledger import Ledger
+from batch_pipelines.ledger.engine import default_data_dir
 from batch_pipelines.providers.config import ProviderRegistry
 from batch_pipelines.services.gateway import Gateway
 
 EMULATOR_URL_ENV = "BATCH_PIPELINES_EMULATOR_URL"
-
-
-def _default_home() -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or Path.home() / ".batch_pipelines")
 
 
 class RetrySettings(dg.Config):
@@ -80,13 +77,13 @@ class BatchGatewayResource(dg.ConfigurableResource):
     ledger_url: Optional[str] = Field(
         default=None,
         description="SQLAlchemy URL of the ledger: sqlite:///path or postgresql+psycopg://... "
-        "Default: a SQLite file under $DAGSTER_HOME/batch_pipelines/.",
+        "Default: a SQLite file under $DAGSTER_HOME/batch_pipelines_data/.",
     )
     results_dir: Optional[str] = Field(
-        default=None, description="Where result tables are written as Parquet (default: $DAGSTER_HOME/batch_pipelines/results)."
+        default=None, description="Where result tables are written as Parquet (default: $DAGSTER_HOME/batch_pipelines_data/results)."
     )
     work_dir: Optional[str] = Field(
-        default=None, description="Scratch space for shards and downloads (default: $DAGSTER_HOME/batch_pipelines/work)."
+        default=None, description="Scratch space for shards and downloads (default: $DAGSTER_HOME/batch_pipelines_data/work)."
     )
     price_book_path: Optional[str] = Field(
         default=None, description="YAML price book laid over the shipped one, model by model."
@@ -96,11 +93,11 @@ class BatchGatewayResource(dg.ConfigurableResource):
     _gateway: Optional[Gateway] = PrivateAttr(default=None)
 
     def build_gateway(self) -> Gateway:
-        home = _default_home() / "batch_pipelines"
+        home = default_data_dir()
         registry = self._registry()
         return Gateway(
             registry=registry,
-            ledger=Ledger(self.ledger_url or f"sqlite:///{home / 'ledger.sqlite'}"),
+            ledger=Ledger(self.ledger_url),  # None: a SQLite file in the data folder
             price_book=PriceBook.default(self.price_book_path),
             work_dir=Path(self.work_dir or home / "work"),
             results_dir=Path(self.results_dir or home / "results"),

@@ -19,7 +19,8 @@ from sqlalchemy.pool import StaticPool
 
 from batch_pipelines.core.errors import LedgerError
 
-LEDGER_DIRNAME = "batch_pipelines"
+# Not "batch_pipelines": a folder of that name in a run's working directory would shadow the package.
+DATA_DIRNAME = "batch_pipelines_data"
 LEDGER_FILENAME = "ledger.sqlite"
 SUPPORTED = "sqlite:///path/to/ledger.sqlite or postgresql+psycopg://user@host:5432/db"
 
@@ -33,13 +34,18 @@ _SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 _USERINFO = re.compile(r"(//[^/:@]*:)[^@/]*@")
 
 
-def default_ledger_path(environ: Mapping[str, str] | None = None) -> Path:
-    """``$DAGSTER_HOME/batch_pipelines/ledger.sqlite``, else ``~/.batch_pipelines/ledger.sqlite``."""
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$DAGSTER_HOME/batch_pipelines_data``, else ``~/.batch_pipelines``: the ledger, results and scratch."""
     env = os.environ if environ is None else environ
     dagster_home = env.get("DAGSTER_HOME")
     if dagster_home:
-        return Path(dagster_home).expanduser() / LEDGER_DIRNAME / LEDGER_FILENAME
-    return Path.home() / f".{LEDGER_DIRNAME}" / LEDGER_FILENAME
+        return Path(dagster_home).expanduser() / DATA_DIRNAME
+    return Path.home() / ".batch_pipelines"
+
+
+def default_ledger_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$DAGSTER_HOME/batch_pipelines_data/ledger.sqlite``, else ``~/.batch_pipelines/ledger.sqlite``."""
+    return default_data_dir(environ) / LEDGER_FILENAME
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:

@@ -39,7 +39,7 @@ def test_default_path_honours_dagster_home(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     with Ledger() as ledger:
         ledger.record_items(JOB, PARTITION, requests(1), provider=PROVIDER)
-        expected = tmp_path / "dagster" / "batch_pipelines" / "ledger.sqlite"
+        expected = tmp_path / "dagster" / "batch_pipelines_data" / "ledger.sqlite"
         assert expected.is_file()
         assert ledger.url_for_display == f"sqlite:///{expected}"
 
@@ -47,7 +47,7 @@ def test_default_path_honours_dagster_home(tmp_path, monkeypatch):
 def test_default_path_without_dagster_home_is_in_the_home_directory():
     """Without DAGSTER_HOME the default file is ~/.batch_pipelines/ledger.sqlite."""
     assert default_ledger_path({}) == Path.home() / ".batch_pipelines" / "ledger.sqlite"
-    assert default_ledger_path({"DAGSTER_HOME": "/srv/dagster"}) == Path("/srv/dagster/batch_pipelines/ledger.sqlite")
+    assert default_ledger_path({"DAGSTER_HOME": "/srv/dagster"}) == Path("/srv/dagster/batch_pipelines_data/ledger.sqlite")
 
 
 def test_for_path_creates_missing_directories(tmp_path):
