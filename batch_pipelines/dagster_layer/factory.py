@@ -4,14 +4,15 @@ For a workload named ``w`` it builds, all on the workload's partitions:
 - ``w_batch``: the submit asset (validate rows, estimate, refuse over budget, submit idempotently);
 - ``w_results``: the results asset (collect, retry, write Parquet, materialize the proof);
 - the success-rate and cost-budget checks on ``w_results`` (blocking, ERROR);
-- ``w_completion_sensor``: polls open batches, observes progress, requests the results run.
+- ``w_completion_sensor``: polls open batches, observes progress, requests the results run;
+- ``w_deadline_sensor``: cancels or promotes to the sync lane what would miss its deadline.
 """
 
 
 import hashlib
 import os
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
 
 import dagster as dg
@@ -25,7 +26,6 @@ from batch_pipelines.dagster_layer.report_metadata import results_metadata
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.dagster_layer.workload import BatchWorkload
 
-RESOURCE_KEY = "batch_gateway"
 PROMOTE_TAG = "batch_pipelines/promote"
 SENSOR_TIME_BUDGET_S = 40.0  # well inside Dagster's 60 s sensor limit
 SENSOR_INTERVAL_ENV = "BATCH_PIPELINES_SENSOR_INTERVAL_SECONDS"

@@ -653,6 +653,7 @@ class Ledger:
         *,
         statuses: Iterable[str] | None = None,
         batch_key: str | None = None,
+        batch_key_prefix: str | None = None,
     ) -> Iterator[ItemRow]:
         """Items in custom_id order, read one chunk per short query (no transaction held open)."""
         i, hint = items_t, self._unindexed
@@ -663,6 +664,8 @@ class Ledger:
             conditions.append(hint(i.c.status).in_(wanted))
         if batch_key is not None:
             conditions.append(hint(i.c.batch_key) == batch_key)
+        if batch_key_prefix is not None:
+            conditions.append(hint(i.c.batch_key).startswith(batch_key_prefix, autoescape=True))
         after: str | None = None
         while True:
             query = select(i).where(*conditions).order_by(i.c.custom_id).limit(self.chunk_size)

@@ -487,8 +487,8 @@ class Gateway:
         held = set(expected)
         expected += [
             item.custom_id
-            for item in self.ledger.iter_items(job, partition)
-            if item.batch_key and item.batch_key.startswith(PROMOTION_KEY_PREFIX) and item.custom_id not in held
+            for item in self.ledger.iter_items(job, partition, batch_key_prefix=PROMOTION_KEY_PREFIX)
+            if item.custom_id not in held
         ]
         download_dir = self.work_dir / job / partition / "downloads" / row.vendor_batch_id
         files = client.batch.download_results(info, download_dir)

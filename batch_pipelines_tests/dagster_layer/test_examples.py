@@ -46,3 +46,17 @@ def test_resource_keys_come_from_env_vars_and_never_show(monkeypatch, tmp_path):
         assert gateway.registry.get("deepseek-via-aggregator").api_key is None
         assert gateway.registry.get("gemini").api_key is None
         assert "SECRET" not in repr(openai) and "SECRET" not in str(gateway.registry.providers)
+
+
+def test_readme_workload_example_loads():
+    """The README's "Add your own workload" code runs as written and yields loadable definitions."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Add your own workload") :]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    repo = namespace["defs"].get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"reviews", "review_sentiment_batch", "review_sentiment_results"} <= keys
+    assert repo.get_sensor_def("review_sentiment_completion_sensor")
+    assert repo.get_sensor_def("review_sentiment_deadline_sensor")

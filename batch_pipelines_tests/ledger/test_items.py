@@ -326,3 +326,12 @@ def test_attempt_groups_show_lanes_and_paid_twice_answers(ledger):
     assert (paid_twice.attempts, paid_twice.cost_usd, paid_twice.usage) == (1, COST[0], USAGE)
     assert groups[(Lane.SYNC, False)].attempts == 1
     assert sum(g.cost_usd for g in groups.values()) == ledger.partition_totals(JOB, PARTITION).cost_usd
+
+
+def test_iter_items_by_batch_key_prefix(ledger):
+    """Items can be read by the prefix of their batch key (the promoted ones), and only those."""
+    ledger.record_items(JOB, PARTITION, requests(4), provider=PROVIDER)
+    ledger.assign_items(JOB, PARTITION, ids(4), batch_key="batch-1", lane=Lane.BATCH)
+    ledger.promote_items(JOB, PARTITION, ["item-0001", "item-0003"], batch_key="promo-x")
+    assert [i.custom_id for i in ledger.iter_items(JOB, PARTITION, batch_key_prefix="promo-")] == ["item-0001", "item-0003"]
+    assert list(ledger.iter_items(JOB, PARTITION, batch_key_prefix="promo_")) == []  # '_' is literal, not a wildcard
