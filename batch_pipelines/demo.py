@@ -124,7 +124,7 @@ def format_outcome(outcome: WorkloadOutcome) -> str:
     tokens_in = sum(v for k, v in m.items() if k.endswith(".prompt_tokens"))
     tokens_cached = sum(v for k, v in m.items() if k.endswith(".cached_tokens"))
     tokens_out = sum(v for k, v in m.items() if k.endswith(".completion_tokens"))
-    cost = Decimal(str(m.get(keys.COST_USD + "_exact", 0)))
+    cost = Decimal(str(m.get(keys.COST_USD_EXACT, 0)))
     sync = Decimal(str(m.get(keys.SYNC_EQUIVALENT_USD, 0)))
     rows = [
         ("items", f"{m.get(keys.ITEMS_TOTAL, 0)}"),

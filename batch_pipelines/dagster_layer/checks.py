@@ -92,7 +92,7 @@ def cost_budget_check(
         if metadata is None or keys.COST_USD not in metadata:
             return dg.AssetCheckResult(passed=False, description=f"no {keys.COST_USD} recorded for this partition")
         # The exact amount travels as a string beside the plotted float; compare exactly.
-        cost = Decimal(str(metadata.get(keys.COST_USD + "_exact", metadata[keys.COST_USD])))
+        cost = Decimal(str(metadata.get(keys.COST_USD_EXACT, metadata[keys.COST_USD])))
         return dg.AssetCheckResult(
             passed=cost <= budget,
             severity=dg.AssetCheckSeverity.ERROR,

@@ -22,7 +22,8 @@ PROGRESS_TOTAL = "progress_total"
 # Results asset
 ITEMS_TOTAL = "items_total"
 SUCCESS_RATE = "success_rate"
-COST_USD = "cost_usd"
+COST_USD = "cost_usd"  # a float, so the UI plots it across partitions
+COST_USD_EXACT = "cost_usd_exact"  # the same amount as an exact decimal string (checks compare this)
 SYNC_EQUIVALENT_USD = "sync_equivalent_usd"
 SAVINGS_USD = "savings_usd"
 SAVINGS_PCT = "savings_pct"

@@ -30,7 +30,7 @@ def results_metadata(report: Any, *, provider_of: Any) -> dict[str, Any]:
         **{keys.outcome_count(kind): n for kind, n in counts.items()},
         keys.SUCCESS_RATE: succeeded / total if total else 0.0,
         keys.COST_USD: _usd(cost),
-        keys.COST_USD + "_exact": str(cost),
+        keys.COST_USD_EXACT: str(cost),
         keys.SYNC_EQUIVALENT_USD: _usd(sync),
         keys.SAVINGS_USD: _usd(savings),
         keys.SAVINGS_PCT: float(round(savings_pct, 4)),

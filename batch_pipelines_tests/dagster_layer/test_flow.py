@@ -77,7 +77,7 @@ def test_classification_end_to_end(emu, instance, resource, tmp_path):
     assert len(table) == 40 and table["custom_id"].is_unique
     done = table[table["status"] == "succeeded"]
     assert set(done["label"]) <= set(synthetic.LABELS)
-    assert Decimal(meta[keys.COST_USD + "_exact"]) == sum(table["cost_usd"].map(Decimal))
+    assert Decimal(meta[keys.COST_USD_EXACT]) == sum(table["cost_usd"].map(Decimal))
 
     evaluations = {e.check_name: e for run in runs for e in run.get_asset_check_evaluations()}
     assert evaluations["success_rate_at_least"].passed

@@ -59,7 +59,7 @@ def test_flow_on_postgres_storage_and_ledger(emu, postgres_instance, postgres_sc
     other = make_resource(emu, tmp_path / "other-worker", ledger_url=postgres_schema_url).build_gateway()
     try:
         totals = other.ledger.partition_totals(workload.name, DAY)
-        assert totals.item_count == 30 and str(totals.cost_usd) == meta[keys.COST_USD + "_exact"]
+        assert totals.item_count == 30 and str(totals.cost_usd) == meta[keys.COST_USD_EXACT]
     finally:
         other.close()
     evaluations = {e.check_name: e.passed for run in runs for e in run.get_asset_check_evaluations()}
