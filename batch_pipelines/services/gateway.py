@@ -378,6 +378,11 @@ class Gateway:
         """Collect every ended batch, retry what deserves it, and write the table once all is terminal."""
         report = ReconcileReport(job, partition, complete=False)
         attempts_dir = self.results_dir / job / partition / "attempts"
+        if rebuild_requests is not None:
+            # First finish a round a dead run left half-sent: resending it re-attaches to the batch
+            # it already created (same round, same intent key) and assigns the items to it, so the
+            # collection below finds them there instead of an empty batch.
+            self._resume_stranded(job, partition, report, attempts_dir, parse_response, rebuild_requests, vector_column)
         for row in self.ledger.batches(job, partition):
             if not row.status.is_terminal or row.reconciled:
                 continue
@@ -402,7 +407,7 @@ class Gateway:
         report.batch_ids = [r.vendor_batch_id for r in self.ledger.batches(job, partition)]
         report.totals = self.ledger.partition_totals(job, partition)
         self._account_promotions(job, partition, report)
-        if unfinished == 0 and not report.new_batch_ids:
+        if unfinished == 0:  # a new batch's items are 'submitted' until it is collected
             report.complete = True
             report.results_path = write_partition_table(
                 attempts_dir, self.results_dir / job / f"{partition}.parquet", self.ledger, job, partition, vector_column
@@ -543,7 +548,10 @@ class Gateway:
             lane = Lane.BATCH
         else:
             lane = choose_retry_lane(len(ids), deadline, now, self.policy)
-        self._send_round(job, partition, report, attempts_dir, parse_response, rebuild_requests(ids), vector_column, lane, limit)
+        round_no = max(i.attempts for i in pending)
+        self._send_round(
+            job, partition, report, attempts_dir, parse_response, rebuild_requests(ids), vector_column, lane, round_no, limit
+        )
 
     def _intent_size(self, row: Any) -> int:
         intent = self.ledger.get_intent(row.intent_key) if row.intent_key else None
@@ -551,13 +559,18 @@ class Gateway:
 
     def _send_round(
         self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, requests, vector_column,
-        lane: Lane, max_shard_requests: int | None = None,
+        lane: Lane, round_no: int, max_shard_requests: int | None = None,
     ) -> None:
+        """Send ``requests`` again on ``lane``; ``round_no`` is the attempts the items already made.
+
+        Deriving the round from the items (not from the rounds seen so far) keeps the intent key
+        of a round stable: a run killed after creating a retry batch but before assigning its
+        items computes the same key when it resumes and re-attaches instead of paying again.
+        """
         if lane is Lane.SYNC:
             self._run_on_sync(job, partition, requests, attempts_dir, parse_response, vector_column)
             report.retried_on_sync += len(requests)
             return
-        round_no = 1 + max((i.round for i in self.ledger.intents(job, partition)), default=0)
         by_provider: dict[str, list[LLMRequest]] = defaultdict(list)
         for request in requests:  # a partition may mix providers: each gets its own batches
             by_provider[self.registry.provider_for(request.model).name].append(request)
@@ -578,16 +591,20 @@ class Gateway:
     def _retry(self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, rebuild_requests, vector_column) -> None:
         retry_ids: list[str] = []
         deadlines: list[datetime] = []
+        round_no = 0
         for item in self.ledger.iter_items(job, partition, statuses=[k.value for k in OutcomeKind if k is not OutcomeKind.SUCCEEDED]):
             if retry_verdict(item.status, item.attempts, item.status_code, self.policy, item.error_code) is RetryVerdict.RETRY:
                 retry_ids.append(item.custom_id)
+                round_no = max(round_no, item.attempts)
                 if item.deadline is not None:
                     deadlines.append(item.deadline)
         if not retry_ids:
             return
         lane = choose_retry_lane(len(retry_ids), min(deadlines) if deadlines else None, self._clock(), self.policy)
         self.ledger.mark_for_retry(job, partition, retry_ids, lane=lane)
-        self._send_round(job, partition, report, attempts_dir, parse_response, rebuild_requests(retry_ids), vector_column, lane)
+        self._send_round(
+            job, partition, report, attempts_dir, parse_response, rebuild_requests(retry_ids), vector_column, lane, round_no
+        )
 
     def _run_on_sync(
         self, job, partition, requests: list[LLMRequest], attempts_dir: Path, parse_response, vector_column, *, prefix: str = "sync-"

@@ -150,6 +150,7 @@ class _ShardSubmitter:
             endpoint=shard.endpoint.value,
             fingerprint=shard.fingerprint,
             item_count=shard.request_count,
+            round=self.round,
         )
         hook("intent")
         since = intent.created_at - CLOCK_SKEW

@@ -213,3 +213,38 @@ def test_two_workers_reconcile_the_same_partition_once(emu, vtime, tmp_path):
         scenario.reports.sort(key=lambda r: r.complete)  # the complete one wrote the table
     assert_invariants(scenario)
     gateways[1].close()
+
+
+@pytest.mark.parametrize("step", ["created", "recorded"])
+def test_crash_inside_a_retry_round_resumes_without_a_second_batch(emu, vtime, tmp_path, monkeypatch, step):
+    """Killed after a retry batch was created but before its items were assigned, the next run re-attaches to it."""
+    from batch_pipelines.core.lanes import LanePolicy
+    from batch_pipelines.services import gateway as gateway_module
+
+    policy = LanePolicy(sync_remainder_threshold=0)  # every retry goes out as a new batch
+    with_profile(emu, item_error_rate=0.3, item_error_kinds={"server_error_500": 1})
+    scenario = start(emu, build_gateway(emu, tmp_path, vtime, policy=policy), vtime, make_requests(30))
+    submit(scenario)
+    vtime.advance(3600)
+    scenario.gateway.poll(scenario.job)
+
+    def crashing_submit(*args, **kwargs):
+        def crash_at(name):
+            if name == step:
+                raise Crash(name)
+
+        return submit_partition(*args, crash_hook=crash_at, **kwargs)
+
+    monkeypatch.setattr(gateway_module, "submit_partition", crashing_submit)
+    created = sum(emu.stats()["batches_created"].values())
+    with pytest.raises(Crash):
+        _reconcile(scenario, "run-1")
+    assert sum(emu.stats()["batches_created"].values()) == created + 1  # the retry batch the dead run created
+    monkeypatch.setattr(gateway_module, "submit_partition", submit_partition)
+    _resume(scenario, emu, vtime, tmp_path, policy=policy)
+    scenario.reports.append(_reconcile(scenario, "run-2"))
+    assert sum(emu.stats()["batches_created"].values()) == created + 1  # re-attached, not created again
+    drive(scenario)
+    assert sum(assert_invariants(scenario).values()) == 30  # one batch per intent, every item terminal once
+    retry_intents = [i for i in scenario.gateway.ledger.intents(scenario.job, scenario.partition) if i.round == 1]
+    assert len(retry_intents) == 1 and retry_intents[0].vendor_batch_id
