@@ -33,7 +33,6 @@ from batch_pipelines.providers.http import vendor_error
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
 
 BATCHES_PATH = "/v1/messages/batches"
-PAGE_LIMIT = 100
 _OPEN = b'{"requests":['
 _CLOSE = b"]}"
 _READ_BYTES = 1 << 20
@@ -162,23 +161,9 @@ class AnthropicBatchLane(BatchLaneBase):
 
     def iter_batches(self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES) -> Iterator[BatchInfo]:
         """The list endpoint, newest first, stopping at batches older than ``created_after``."""
-        after: str | None = None
-        for _ in range(max_pages):
-            params: dict[str, Any] = {"limit": PAGE_LIMIT}
-            if after:
-                params["after_id"] = after
-            page = self._json("GET", BATCHES_PATH, params=params)
-            data = page.get("data")
-            if not isinstance(data, list):
-                raise MalformedResponseError("message batch list has no data array")
-            for item in data:
-                info = parse_anthropic_batch(item, self.provider)
-                if created_after is not None and info.created_at is not None and info.created_at < created_after:
-                    return
-                yield info
-            if not page.get("has_more") or not data:
-                return
-            after = page.get("last_id") or data[-1].get("id")
+        return self._iter_list_pages(
+            BATCHES_PATH, cursor_param="after_id", parse=parse_anthropic_batch, created_after=created_after, max_pages=max_pages
+        )
 
     # -- watch ---------------------------------------------------------------------------------
     def get(self, vendor_batch_id: str) -> BatchInfo:

@@ -62,8 +62,9 @@ def require_dict(payload: Any, what: str) -> dict[str, Any]:
     return payload
 
 
-# Pages of a vendor's batch list read at most per scan (100 batches a page on both vendors).
+# Pages of a vendor's batch list read at most per scan, and batches per page (both vendors' max).
 DEFAULT_MAX_PAGES = 50
+PAGE_LIMIT = 100
 
 
 class BatchLaneBase:
@@ -109,6 +110,38 @@ class BatchLaneBase:
             raise MalformedResponseError(f"{method} {httpx.URL(url).path} did not answer JSON", status_code=response.status_code) from None
 
     # -- downloads -----------------------------------------------------------------------------
+    def _iter_list_pages(
+        self,
+        path: str,
+        *,
+        cursor_param: str,
+        parse: Callable[[Mapping[str, Any], str], BatchInfo],
+        created_after: datetime | None,
+        max_pages: int,
+    ) -> Iterator[BatchInfo]:
+        """A vendor's batch list, newest first, page by page, stopping at batches older than ``created_after``.
+
+        Both vendors page the same way (``data``, ``has_more``, ``last_id``); only the cursor
+        parameter's name differs (``after`` for OpenAI, ``after_id`` for Anthropic).
+        """
+        after: str | None = None
+        for _ in range(max_pages):
+            params: dict[str, Any] = {"limit": PAGE_LIMIT}
+            if after:
+                params[cursor_param] = after
+            page = self._json("GET", path, params=params)
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise MalformedResponseError(f"the batch list at {path} has no data array")
+            for item in data:
+                info = parse(item, self.provider)
+                if created_after is not None and info.created_at is not None and info.created_at < created_after:
+                    return
+                yield info
+            if not page.get("has_more") or not data:
+                return
+            after = page.get("last_id") or data[-1].get("id")
+
     def poll(
         self,
         vendor_batch_ids: Iterable[str],

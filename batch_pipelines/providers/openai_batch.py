@@ -42,7 +42,6 @@ from batch_pipelines.core.usage import Usage
 INTENT_KEY = "bp_intent"
 FINGERPRINT_KEY = "bp_fingerprint"
 MODEL_KEY = "bp_model"
-PAGE_LIMIT = 100
 FILE_PAGE_LIMIT = 10_000
 QUEUE_FULL_CODES = frozenset({"token_limit_exceeded", "enqueued_token_limit_exceeded"})
 
@@ -191,23 +190,9 @@ class OpenAIBatchLane(BatchLaneBase):
 
     def iter_batches(self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES) -> Iterator[BatchInfo]:
         """``GET /batches`` page by page, newest first, stopping at batches older than ``created_after``."""
-        after: str | None = None
-        for _ in range(max_pages):
-            params: dict[str, Any] = {"limit": PAGE_LIMIT}
-            if after:
-                params["after"] = after
-            page = self._json("GET", "/batches", params=params)
-            data = page.get("data")
-            if not isinstance(data, list):
-                raise MalformedResponseError("batch list has no data array")
-            for item in data:
-                info = parse_openai_batch(item, self.provider)
-                if created_after is not None and info.created_at is not None and info.created_at < created_after:
-                    return
-                yield info
-            if not page.get("has_more") or not data:
-                return
-            after = page.get("last_id") or data[-1].get("id")
+        return self._iter_list_pages(
+            "/batches", cursor_param="after", parse=parse_openai_batch, created_after=created_after, max_pages=max_pages
+        )
 
     def find_orphan_uploads(self, intent_key: str, *, keep: str | None = None) -> list[str]:
         """Ids of files uploaded for ``intent_key`` other than ``keep`` (the one the batch uses)."""
