@@ -400,7 +400,14 @@ class Gateway:
 
         if rebuild_requests is not None:
             self._resume_stranded(job, partition, report, attempts_dir, parse_response, rebuild_requests, vector_column)
-            self._retry(job, partition, report, attempts_dir, parse_response, rebuild_requests, vector_column)
+            # A sync-lane retry answers at once, so what fails again transiently is retried in
+            # this same run, until the items run out of attempts; a batch round ends the loop
+            # (its results come back through the sensor).
+            for _ in range(self.policy.max_attempts):
+                sent_before = (report.retried_on_sync, len(report.new_batch_ids))
+                self._retry(job, partition, report, attempts_dir, parse_response, rebuild_requests, vector_column)
+                if report.new_batch_ids or (report.retried_on_sync, len(report.new_batch_ids)) == sent_before:
+                    break
 
         counts = self.ledger.item_counts(job, partition)
         unfinished = counts.get("pending", 0) + counts.get("submitted", 0)

@@ -161,3 +161,14 @@ def test_download_cut_mid_stream(emu, vtime, gateway):
     counts = assert_invariants(scenario)
     assert counts == {"succeeded": 40}
     assert all(i.attempts == 1 for i in _items(scenario).values())
+
+
+def test_sync_retries_use_every_attempt_the_policy_allows(emu, vtime, gateway):
+    """Items that keep failing 5xx on the sync lane are retried in the same run until max_attempts, then fail."""
+    with_profile(emu, item_error_rate=0.3, item_error_kinds={"server_error_500": 1}, sync_5xx_rate=1.0, seed=4)
+    scenario = run_partition(emu, gateway, vtime, make_requests(30))
+    counts = assert_invariants(scenario, check_cost=False)
+    _assert_failures_are_final(scenario)
+    failed = [i for i in _items(scenario).values() if i.status == "failed"]
+    assert failed and counts["failed"] == len(failed)
+    assert {(i.attempts, i.status_code) for i in failed} == {(TEST_POLICY.max_attempts, 500)}
