@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench._subprocess import run_phase as run_subprocess_phase
 
 import orjson
 
@@ -117,15 +116,7 @@ def phase_ours(path: Path, n: int, engine: str) -> dict:
 
 
 def run_phase(name: str, path: Path, n: int) -> dict:
-    # Flush the previous phase's dirty pages first, so its writeback does not land on this one.
-    os.sync()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.parse_results", "--phase", name, "--n", str(n), "--file", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_subprocess_phase("bench.parse_results", "--phase", name, "--n", str(n), "--file", str(path))
 
 
 def main() -> None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench._subprocess import run_phase as run_subprocess_phase
 from typing import Iterator
 
 SYSTEM_PROMPT = (
@@ -82,15 +81,7 @@ PHASES = {"baseline": phase_baseline, "sharder": phase_sharder}
 
 
 def run_phase(name: str, n: int, out: Path) -> dict:
-    # Flush the previous phase's dirty pages first, so its writeback does not land on this one.
-    os.sync()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.shard", "--phase", name, "--n", str(n), "--out", str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_subprocess_phase("bench.shard", "--phase", name, "--n", str(n), "--out", str(out))
 
 
 def main() -> None:
