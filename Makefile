@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: demo test test-fast bench dev emulator lock clean
+.PHONY: demo test test-fast lint typecheck bench dev emulator lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,19 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/batch-pipelines demo
 
-## The whole test suite (PostgreSQL tests read BATCH_PIPELINES_TEST_POSTGRES_URL).
-test: $(STAMP)
+## Lint, format check and type check, then the whole test suite
+## (PostgreSQL tests read BATCH_PIPELINES_TEST_POSTGRES_URL).
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## ruff (lint and format, one width: 120) over the package, the tests and the benchmarks.
+lint: $(STAMP)
+	$(BIN)/ruff check -q batch_pipelines batch_pipelines_tests bench examples
+	$(BIN)/ruff format --check -q batch_pipelines batch_pipelines_tests bench examples
+
+## mypy on the package, strict on core/.
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 ## Speed and memory benchmarks; each prints its figures, its baseline and TARGET lines.
 bench: $(STAMP)

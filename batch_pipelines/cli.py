@@ -67,9 +67,15 @@ def main() -> None:
 @click.option("--input-tokens", type=TokenCount(), required=True, help="Prompt tokens (30M, 500k).")
 @click.option("--output-tokens", type=TokenCount(), required=True, help="Completion tokens.")
 @click.option("--cached-input-tokens", type=TokenCount(), default=0, help="Part of the input read from a prompt cache.")
-@click.option("--structural-discount", type=Fraction(), default="0", help="Negotiated discount in [0, 1), e.g. 0.15 or 15%.")
-@click.option("--credit-bonus", type=Fraction(upper_exclusive=None), default="0", help="Prepaid credit bonus b (cost / (1 + b)).")
-@click.option("--prices", type=click.Path(dir_okay=False), default=None, help="YAML price book laid over the default one.")
+@click.option(
+    "--structural-discount", type=Fraction(), default="0", help="Negotiated discount in [0, 1), e.g. 0.15 or 15%."
+)
+@click.option(
+    "--credit-bonus", type=Fraction(upper_exclusive=None), default="0", help="Prepaid credit bonus b (cost / (1 + b))."
+)
+@click.option(
+    "--prices", type=click.Path(dir_okay=False), default=None, help="YAML price book laid over the default one."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with decimal strings.")
 def cost(
     model: str,
@@ -109,7 +115,10 @@ def _print_cost(batch: CostBreakdown, as_json: bool) -> None:
         click.echo(orjson.dumps(payload).decode())
         return
     u = batch.usage
-    click.echo(f"model {batch.model}: {u.input_tokens:,} input ({u.cached_input_tokens:,} cached) + {u.output_tokens:,} output tokens")
+    click.echo(
+        f"model {batch.model}: {u.input_tokens:,} input ({u.cached_input_tokens:,} cached) + "
+        f"{u.output_tokens:,} output tokens"
+    )
     click.echo(f"{'lane':<8}{'cost':>16}")
     click.echo(f"{'sync':<8}{money(batch.sync_equivalent_usd):>16}")
     click.echo(f"{'batch':<8}{money(batch.cost_usd):>16}")

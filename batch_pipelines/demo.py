@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
 
 import dagster as dg
 
@@ -109,7 +109,9 @@ def _run_workload(defs, wdefs: BatchWorkloadDefinitions, instance, resource, ech
             for evaluation in run.get_asset_check_evaluations():
                 ok = evaluation.passed
                 passed &= ok
-                check_notes.append(f"{evaluation.check_name}: {'passed' if ok else 'FAILED'} — {evaluation.description}")
+                check_notes.append(
+                    f"{evaluation.check_name}: {'passed' if ok else 'FAILED'} — {evaluation.description}"
+                )
         materialization = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=workload.results_key, asset_partitions=[partition]), limit=1
         ).records

@@ -13,8 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import httpx
 
@@ -28,7 +28,9 @@ _POLL_SECONDS = 0.2
 # by a shell without job control (a script, CI, `make dev &`) inherits SIGINT *ignored*, and then
 # SIGTERM is ignored too: nothing but SIGKILL stops it, and SIGKILL leaves its children behind.
 # Resetting SIGINT to the default before exec makes SIGTERM work however we were started.
-_EXEC_WITH_DEFAULT_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+_EXEC_WITH_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def dagster_dev_command(workspace: Path, *, port: int, host: str = "127.0.0.1") -> list[str]:
@@ -36,7 +38,9 @@ def dagster_dev_command(workspace: Path, *, port: int, host: str = "127.0.0.1") 
     return [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
-def start_process_group(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None, **popen: object) -> subprocess.Popen:
+def start_process_group(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None, **popen: object
+) -> subprocess.Popen:
     """Start ``argv`` as the leader of a new session, with SIGINT at its default disposition."""
     return subprocess.Popen(
         [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, *argv],
@@ -96,7 +100,9 @@ def wait_for_emulator(base_url: str, process: subprocess.Popen, *, timeout: floa
     with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"the emulator exited with status {process.returncode} before it was ready (port in use?)")
+                raise RuntimeError(
+                    f"the emulator exited with status {process.returncode} before it was ready (port in use?)"
+                )
             try:
                 if client.get(base_url + "/_emulator/health").status_code == 200:
                     return
@@ -127,8 +133,16 @@ def run_dev(project_dir: Path, *, ui_port: int = 3000, emulator_port: int = 8765
     children: list[subprocess.Popen] = []
     try:
         emulator = start_process_group(
-            [str(bin_dir / "batch-pipelines"), "emulator", "--port", str(emulator_port), "--state-dir", str(home / "emulator"),
-             "--time-scale", str(time_scale)],
+            [
+                str(bin_dir / "batch-pipelines"),
+                "emulator",
+                "--port",
+                str(emulator_port),
+                "--state-dir",
+                str(home / "emulator"),
+                "--time-scale",
+                str(time_scale),
+            ],
             env=env,
         )
         children.append(emulator)
@@ -142,7 +156,10 @@ def run_dev(project_dir: Path, *, ui_port: int = 3000, emulator_port: int = 8765
             if ui.poll() is not None:
                 return ui.returncode
             if emulator.poll() is not None:
-                print(f"batch-pipelines dev: the emulator exited with status {emulator.returncode}; stopping", file=sys.stderr)
+                print(
+                    f"batch-pipelines dev: the emulator exited with status {emulator.returncode}; stopping",
+                    file=sys.stderr,
+                )
                 return 1
             time.sleep(_POLL_SECONDS)
     except (KeyboardInterrupt, _Stop):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -32,7 +32,10 @@ def emulator(tmp_path) -> Iterator[RunningEmulator]:
 def postgres_base_url() -> str:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
-        message = f"{POSTGRES_ENV} is not set: export it (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) to run the PostgreSQL tests"
+        message = (
+            f"{POSTGRES_ENV} is not set: export it (e.g. "
+            "postgresql+psycopg://postgres@127.0.0.1:5432/test) to run the PostgreSQL tests"
+        )
         if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
             pytest.fail(message)
         pytest.skip(message)

@@ -36,7 +36,7 @@ SYSTEM_PROMPT = (
 WORDS = "order parcel late card charged twice password login refund broken screen thanks great app slow".split()
 
 
-SHORT_SYSTEM_PROMPT = "Classify the support ticket; answer with one label only.\n" f"Labels: {', '.join(LABELS)}"
+SHORT_SYSTEM_PROMPT = f"Classify the support ticket; answer with one label only.\nLabels: {', '.join(LABELS)}"
 
 
 def request_lines(count: int, start: int, system: str = SHORT_SYSTEM_PROMPT) -> list[bytes]:
@@ -74,9 +74,14 @@ def run(emu, http: httpx.Client, total: int, system: str) -> tuple[float, int, l
     for start in range(0, total, LINES_PER_FILE):
         lines = request_lines(min(LINES_PER_FILE, total - start), start, system)
         first_file = first_file or lines
-        upload = http.post("/files", data={"purpose": "batch"}, files={"file": ("tickets.jsonl", b"\n".join(lines) + b"\n")})
+        upload = http.post(
+            "/files", data={"purpose": "batch"}, files={"file": ("tickets.jsonl", b"\n".join(lines) + b"\n")}
+        )
         upload.raise_for_status()
-        created = http.post("/batches", json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        created = http.post(
+            "/batches",
+            json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        )
         created.raise_for_status()
         batch_ids.append(created.json()["id"])
     emu.advance(60)
@@ -98,14 +103,22 @@ def main() -> None:
     total = 20_000 if args.quick else args.lines
     long_total = 5_000 if args.quick else 20_000  # 7 KB lines: 20,000 stay under the 200 MB file cap
     profile = {"validation_seconds": 1, "batch_completion_seconds": {"min": 10, "max": 10}, "finalizing_seconds": 1}
-    with run_emulator(profile) as emu, httpx.Client(base_url=emu.openai_base_url, headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=600) as http:
+    with (
+        run_emulator(profile) as emu,
+        httpx.Client(
+            base_url=emu.openai_base_url, headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=600
+        ) as http,
+    ):
         rate, _, lines = run(emu, http, total, SHORT_SYSTEM_PROMPT)
         long_rate, long_cached, long_lines = run(emu, http, long_total, SYSTEM_PROMPT)
     floor = baseline(lines)
     long_floor = baseline(long_lines)
     print(f"emulator: {total:,} classification lines ({len(lines[0])} bytes each) processed at {rate:,.0f} lines/s")
     print(f"  baseline: orjson parse+serialise of the same lines {floor:,.0f} lines/s")
-    print(f"emulator (info): {long_total:,} lines with a ~1,400-token shared prompt ({len(long_lines[0])} bytes) at {long_rate:,.0f} lines/s, {long_cached:,} cached tokens")
+    print(
+        f"emulator (info): {long_total:,} lines with a ~1,400-token shared prompt ({len(long_lines[0])} bytes) "
+        f"at {long_rate:,.0f} lines/s, {long_cached:,} cached tokens"
+    )
     print(f"  baseline: orjson parse+serialise of the same lines {long_floor:,.0f} lines/s")
     verdict = "met" if rate >= TARGET_LINES_PER_SECOND else "missed"
     print(f"TARGET emulator: {rate:,.0f} lines/s vs {TARGET_LINES_PER_SECOND} {verdict}")

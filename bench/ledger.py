@@ -22,11 +22,11 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
-from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
 from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
@@ -36,7 +36,7 @@ from batch_pipelines.ledger.schema import money_to_sqlite
 
 JOB, PARTITION, PROVIDER, MODEL, BATCH_KEY = "bench", "2025-01-01", "openai", "gpt-4o-mini", "shard-0"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Classify this ticket."}]}
-DEADLINE = datetime(2030, 1, 1, tzinfo=timezone.utc)
+DEADLINE = datetime(2030, 1, 1, tzinfo=UTC)
 USAGE = Usage(input_tokens=1200, cached_input_tokens=1024, output_tokens=40)
 COST = (Decimal("0.000045615"), Decimal("0.00009123"))
 TARGET_RATIO = 0.5
@@ -48,7 +48,9 @@ def custom_id(i: int) -> str:
 
 def requests(n: int) -> Iterator[LLMRequest]:
     for i in range(n):
-        yield LLMRequest(custom_id(i), Endpoint.CHAT, MODEL, BODY, deadline=DEADLINE, metadata={"estimated_input_tokens": 1200})
+        yield LLMRequest(
+            custom_id(i), Endpoint.CHAT, MODEL, BODY, deadline=DEADLINE, metadata={"estimated_input_tokens": 1200}
+        )
 
 
 def custom_ids(n: int) -> Iterator[str]:
@@ -59,7 +61,9 @@ def outcomes(n: int) -> Iterator[ItemOutcome]:
     # One in fifty fails, as a provider's per-line 500 would.
     for i in range(n):
         if i % 50 == 0:
-            yield ItemOutcome(custom_id(i), OutcomeKind.FAILED, reason="server_error", status_code=500, error_code="server_error")
+            yield ItemOutcome(
+                custom_id(i), OutcomeKind.FAILED, reason="server_error", status_code=500, error_code="server_error"
+            )
         else:
             yield ItemOutcome(custom_id(i), OutcomeKind.SUCCEEDED, usage=USAGE)
 
@@ -105,7 +109,7 @@ def run_ledger(path: Path, n: int, chunk_size: int) -> dict[str, float]:
 
 
 def _sqlite_text(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def run_baseline(path: Path, n: int, chunk_size: int) -> dict[str, float]:
@@ -133,10 +137,23 @@ def run_baseline(path: Path, n: int, chunk_size: int) -> dict[str, float]:
 
     t0 = time.perf_counter()
     for chunk in chunked(requests(n)):
-        now = _sqlite_text(datetime.now(timezone.utc))
+        now = _sqlite_text(datetime.now(UTC))
         rows = [
-            (JOB, PARTITION, r.custom_id, PROVIDER, r.model, r.endpoint.value, r.lane.value, "pending", 0,
-             _sqlite_text(r.deadline) if r.deadline else None, r.metadata.get("estimated_input_tokens"), now, now)
+            (
+                JOB,
+                PARTITION,
+                r.custom_id,
+                PROVIDER,
+                r.model,
+                r.endpoint.value,
+                r.lane.value,
+                "pending",
+                0,
+                _sqlite_text(r.deadline) if r.deadline else None,
+                r.metadata.get("estimated_input_tokens"),
+                now,
+                now,
+            )
             for r in chunk
         ]
         write(
@@ -149,7 +166,7 @@ def run_baseline(path: Path, n: int, chunk_size: int) -> dict[str, float]:
 
     t0 = time.perf_counter()
     for chunk in chunked(custom_ids(n)):
-        now = _sqlite_text(datetime.now(timezone.utc))
+        now = _sqlite_text(datetime.now(UTC))
         con.execute("BEGIN IMMEDIATE")
         con.executemany(
             "UPDATE bp_items SET status='submitted', batch_key=?, lane='batch', attempts=attempts+1, updated_at=? "
@@ -167,7 +184,7 @@ def run_baseline(path: Path, n: int, chunk_size: int) -> dict[str, float]:
     costs = SameCost(n)
     t0 = time.perf_counter()
     for chunk in chunked(outcomes(n)):
-        now = _sqlite_text(datetime.now(timezone.utc))
+        now = _sqlite_text(datetime.now(UTC))
         attempt_rows, item_rows = [], []
         for o in chunk:
             u = o.usage
@@ -175,8 +192,12 @@ def run_baseline(path: Path, n: int, chunk_size: int) -> dict[str, float]:
             cost_i, sync_i = money_to_sqlite(cost), money_to_sqlite(sync)
             usage = (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens)
             error = (o.reason, o.status_code, o.error_code)
-            attempt_rows.append((o.kind.value, *error, *usage, cost_i, sync_i, now, JOB, PARTITION, o.custom_id, BATCH_KEY))
-            item_rows.append((o.kind.value, *error, *usage, cost_i, sync_i, now, JOB, PARTITION, o.custom_id, BATCH_KEY))
+            attempt_rows.append(
+                (o.kind.value, *error, *usage, cost_i, sync_i, now, JOB, PARTITION, o.custom_id, BATCH_KEY)
+            )
+            item_rows.append(
+                (o.kind.value, *error, *usage, cost_i, sync_i, now, JOB, PARTITION, o.custom_id, BATCH_KEY)
+            )
         con.execute("BEGIN IMMEDIATE")
         con.executemany(
             "UPDATE bp_attempts SET outcome=?, reason=?, status_code=?, error_code=?, input_tokens=?, "
@@ -207,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n = 20_000 if args.quick else args.items
 
-    print(f"ledger bench: {n:,} items, chunk {args.chunk_size:,}, SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}")
+    print(
+        f"ledger bench: {n:,} items, chunk {args.chunk_size:,}, SQLite {sqlite3.sqlite_version}, Python "
+        f"{sys.version.split()[0]}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         ledger_times = run_ledger(Path(tmp) / "ledger.sqlite", n, args.chunk_size)
         ledger_rss = peak_rss_mib()

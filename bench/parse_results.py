@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._subprocess import run_phase as run_subprocess_phase
-
 import orjson
+
+from bench._subprocess import run_phase as run_subprocess_phase
 
 LABELS = ("billing", "shipping", "returns", "product_question", "account", "complaint", "other")
 
@@ -35,7 +35,10 @@ def write_output_file(path: Path, n: int) -> None:
                     "id": f"batch_req_{i:012x}",
                     "custom_id": custom_id,
                     "response": None,
-                    "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."},
+                    "error": {
+                        "code": "batch_expired",
+                        "message": "This request could not be executed before the completion window expired.",
+                    },
                 }
             elif i % 50 == 7:
                 status = 400 if i % 100 == 7 else 500
@@ -45,7 +48,14 @@ def write_output_file(path: Path, n: int) -> None:
                     "response": {
                         "status_code": status,
                         "request_id": f"req_{i:016x}",
-                        "body": {"error": {"message": "Invalid 'messages[1].content': string too long.", "type": "invalid_request_error", "param": None, "code": "string_above_max_length" if status == 400 else None}},
+                        "body": {
+                            "error": {
+                                "message": "Invalid 'messages[1].content': string too long.",
+                                "type": "invalid_request_error",
+                                "param": None,
+                                "code": "string_above_max_length" if status == 400 else None,
+                            }
+                        },
                     },
                     "error": None,
                 }
@@ -64,7 +74,12 @@ def write_output_file(path: Path, n: int) -> None:
                             "choices": [
                                 {
                                     "index": 0,
-                                    "message": {"role": "assistant", "content": LABELS[i % len(LABELS)], "refusal": None, "annotations": []},
+                                    "message": {
+                                        "role": "assistant",
+                                        "content": LABELS[i % len(LABELS)],
+                                        "refusal": None,
+                                        "annotations": [],
+                                    },
                                     "logprobs": None,
                                     "finish_reason": "stop",
                                 }
@@ -74,7 +89,12 @@ def write_output_file(path: Path, n: int) -> None:
                                 "completion_tokens": 2,
                                 "total_tokens": 122 + i % 37,
                                 "prompt_tokens_details": {"cached_tokens": 64 if i % 3 else 0, "audio_tokens": 0},
-                                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+                                "completion_tokens_details": {
+                                    "reasoning_tokens": 0,
+                                    "audio_tokens": 0,
+                                    "accepted_prediction_tokens": 0,
+                                    "rejected_prediction_tokens": 0,
+                                },
                             },
                             "service_tier": "default",
                             "system_fingerprint": "fp_0ba0d124f1",
@@ -91,7 +111,9 @@ def phase_baseline(path: Path, n: int) -> dict:
     from batch_pipelines.providers.results_parsing import OPENAI_LINE_SCHEMA
 
     started = time.perf_counter()
-    table = pj.read_json(path, parse_options=pj.ParseOptions(explicit_schema=OPENAI_LINE_SCHEMA, unexpected_field_behavior="ignore"))
+    table = pj.read_json(
+        path, parse_options=pj.ParseOptions(explicit_schema=OPENAI_LINE_SCHEMA, unexpected_field_behavior="ignore")
+    )
     seconds = time.perf_counter() - started
     assert table.num_rows == n
     return {"seconds": seconds, "rows": table.num_rows}
@@ -109,7 +131,9 @@ def phase_ours(path: Path, n: int, engine: str) -> dict:
     # The ids the ledger would hand over: built before the clock starts, converted inside it.
     expected = [f"ticket-{i:07d}" for i in range(n)]
     started = time.perf_counter()
-    summary = write_openai_results_parquet([path], expected, path.with_suffix(f".{engine}.parquet"), model="gpt-4o-mini", engine=engine)
+    summary = write_openai_results_parquet(
+        [path], expected, path.with_suffix(f".{engine}.parquet"), model="gpt-4o-mini", engine=engine
+    )
     seconds = time.perf_counter() - started
     assert summary.rows == n, summary
     return {"seconds": seconds, "rows": summary.rows}
@@ -159,10 +183,16 @@ def main() -> None:
     }
     for name in phases:
         r = results[name]
-        print(f"{labels[name]:55s} {r['seconds']:6.2f} s {n / r['seconds']:>10,.0f} lines/s  peak RSS {r['peak_rss_mb']:5.0f} MB")
+        print(
+            f"{labels[name]:55s} {r['seconds']:6.2f} s {n / r['seconds']:>10,.0f} lines/s  peak RSS "
+            f"{r['peak_rss_mb']:5.0f} MB"
+        )
     ratio = results["baseline"]["seconds"] / results["pyarrow"]["seconds"]
     rss = results["pyarrow"]["peak_rss_mb"]
-    print(f"TARGET parse_results_throughput: {ratio:.2f}x vs 0.80x of pyarrow.json.read_json {'met' if ratio >= 0.8 else 'missed'}")
+    print(
+        f"TARGET parse_results_throughput: {ratio:.2f}x vs 0.80x of pyarrow.json.read_json "
+        f"{'met' if ratio >= 0.8 else 'missed'}"
+    )
     print(f"TARGET parse_results_peak_rss: {rss:.0f} MB vs 1024 MB {'met' if rss <= 1024 else 'missed'}")
 
 

@@ -15,10 +15,10 @@ import json
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench._subprocess import run_phase as run_subprocess_phase
-from typing import Iterator
 
 SYSTEM_PROMPT = (
     "You are a support-ticket classifier for an online retailer. Read the customer's message and "

@@ -14,10 +14,11 @@ Nothing is rounded here: rounding happens only where a number is shown.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -205,7 +206,9 @@ class PriceBook:
             sync_equivalent_usd=_priced(price.sync, usage, discounts),
         )
 
-    def total(self, items: Iterable[tuple[str, Usage, Lane]], discounts: Discounts = NO_DISCOUNTS) -> tuple[Decimal, Decimal]:
+    def total(
+        self, items: Iterable[tuple[str, Usage, Lane]], discounts: Discounts = NO_DISCOUNTS
+    ) -> tuple[Decimal, Decimal]:
         """Sum of (cost, sync-equivalent cost) over (model, usage, lane) triples."""
         cost = sync = ZERO
         for model, usage, lane in items:

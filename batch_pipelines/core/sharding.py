@@ -222,7 +222,9 @@ class _Lane:
 
 
 class _Sharder:
-    def __init__(self, limits: ShardLimits, work_dir: Path, protocol: Protocol, min_prefix_chars: int, check_ids: bool) -> None:
+    def __init__(
+        self, limits: ShardLimits, work_dir: Path, protocol: Protocol, min_prefix_chars: int, check_ids: bool
+    ) -> None:
         self.limits = limits
         self.check_ids = check_ids
         self.work_dir = work_dir
@@ -378,8 +380,12 @@ class _Sharder:
                 full = False
             if full or chunk.count >= max_requests or chunk.nbytes + size > byte_limit:
                 if chunk.count == 0:
-                    what = "byte cap" if size > byte_limit else "embedding-input cap" if embeddings > max_embeddings else (
-                        f"enqueued-token budget of {lane.token_limit} for {lane.model}"
+                    what = (
+                        "byte cap"
+                        if size > byte_limit
+                        else "embedding-input cap"
+                        if embeddings > max_embeddings
+                        else (f"enqueued-token budget of {lane.token_limit} for {lane.model}")
                     )
                     raise self._refuse(request, what)
                 self._close(lane, chunk)
@@ -438,7 +444,9 @@ class _Sharder:
             return False
         if lane.token_limit is not None and sum(c.tokens for c in pack) + chunk.tokens > lane.token_limit:
             return False
-        if lane.count_embeddings and sum(c.embeddings for c in pack) + chunk.embeddings > (limits.max_embedding_inputs or 0):
+        if lane.count_embeddings and sum(c.embeddings for c in pack) + chunk.embeddings > (
+            limits.max_embedding_inputs or 0
+        ):
             return False
         if not self.check_ids:
             return True

@@ -8,7 +8,7 @@ guess: a vendor adding a status must show up as a clear failure, not a hung part
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from collections.abc import Mapping
 
 from batch_pipelines.core.errors import MalformedResponseError
 

@@ -5,7 +5,6 @@ partition's latest materialization, and returns pass/fail with the evidence. Bot
 blocking at ERROR severity: a partition that breaks them stops its downstream assets in the run.
 """
 
-
 import warnings
 from decimal import Decimal
 from typing import Any

@@ -17,7 +17,7 @@ class BatchPipelinesFailure(dg.Failure):
     """Base of the failures this plugin raises in a run."""
 
     @classmethod
-    def from_error(cls, error: BatchPipelinesError) -> "BatchPipelinesFailure":
+    def from_error(cls, error: BatchPipelinesError) -> BatchPipelinesFailure:
         return cls(description=error.message, metadata=_metadata(error.details))
 
 

@@ -8,12 +8,12 @@ For a workload named ``w`` it builds, all on the workload's partitions:
 - ``w_deadline_sensor``: cancels or promotes to the sync lane what would miss its deadline.
 """
 
-
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -54,7 +54,8 @@ class BatchWorkloadDefinitions:
 
 
 def batch_workload(workload: BatchWorkload, *, sensor_interval_seconds: int | None = None) -> BatchWorkloadDefinitions:
-    """The workload's definitions; the sensors' interval defaults to $BATCH_PIPELINES_SENSOR_INTERVAL_SECONDS, else 30 s."""
+    """The workload's definitions; the sensors' interval defaults to $BATCH_PIPELINES_SENSOR_INTERVAL_SECONDS, else
+    30 s."""
     if sensor_interval_seconds is None:
         sensor_interval_seconds = sensor_interval_from_env()
     submit_asset = _submit_asset(workload)
@@ -76,7 +77,9 @@ def sensor_interval_from_env() -> int:
         return DEFAULT_SENSOR_INTERVAL_S
     value = int(raw) if raw.strip().isdigit() else 0
     if value < 1:
-        raise dg.DagsterInvalidDefinitionError(f"{SENSOR_INTERVAL_ENV} must be a whole number of seconds >= 1, got {raw!r}")
+        raise dg.DagsterInvalidDefinitionError(
+            f"{SENSOR_INTERVAL_ENV} must be a whole number of seconds >= 1, got {raw!r}"
+        )
     return value
 
 
@@ -89,7 +92,9 @@ def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
         kinds={"batch"},
         description=f"Submits {workload.name} to the batch lane ({workload.model}).",
     )
-    def _submit(context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame) -> dg.MaterializeResult:
+    def _submit(
+        context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame
+    ) -> dg.MaterializeResult:
         partition = context.partition_key
         try:
             requests = workload.requests_from_frame(rows, partition=partition)
@@ -132,7 +137,9 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
         output_required=False,
         description=f"Results of {workload.name}: one row per input item, with cost and savings.",
     )
-    def _results(context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame) -> Iterator[Any]:
+    def _results(
+        context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame
+    ) -> Iterator[Any]:
         partition = context.partition_key
         gateway = batch_gateway.gateway
 
@@ -149,7 +156,9 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
                     parse_response=workload.parse_response,
                     vector_column=workload.vector_column,
                 )
-                context.log.warning(f"deadline at risk: {promoted} item(s) promoted to the sync lane while their batch runs on")
+                context.log.warning(
+                    f"deadline at risk: {promoted} item(s) promoted to the sync lane while their batch runs on"
+                )
             report = gateway.reconcile(
                 workload.name,
                 partition,
@@ -162,7 +171,9 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
             raise ProviderFailure.from_error(exc) from None
         if not report.complete:
             # Retries went out as a new batch: the sensor requests this asset again when it ends.
-            context.log.info(f"{report.resubmitted} item(s) resubmitted in {report.new_batch_ids}; not materializing yet")
+            context.log.info(
+                f"{report.resubmitted} item(s) resubmitted in {report.new_batch_ids}; not materializing yet"
+            )
             return
         metadata = results_metadata(report, provider_of=lambda model: gateway.registry.provider_for(model).protocol)
         if workload.summarize is not None and report.results_path is not None:
@@ -256,7 +267,9 @@ def deadline_sensor(workload: BatchWorkload, *, minimum_interval_seconds: int = 
             for action in actions
             if action.run_on_sync_now
         ]
-        return dg.SensorResult(run_requests=run_requests, asset_events=observations, skip_reason=None if actions else "no deadline at risk")
+        return dg.SensorResult(
+            run_requests=run_requests, asset_events=observations, skip_reason=None if actions else "no deadline at risk"
+        )
 
     return _sensor
 
@@ -269,7 +282,7 @@ def _run_key_parts(progress: Any) -> list[str]:
     """
     parts = list(progress.unreconciled_ids)
     if progress.stranded:
-        parts.append(f"stranded:{datetime.now(timezone.utc):%Y%m%d%H}")
+        parts.append(f"stranded:{datetime.now(UTC):%Y%m%d%H}")
     return parts
 
 

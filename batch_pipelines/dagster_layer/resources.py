@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, SecretStr
@@ -32,13 +31,17 @@ class RetrySettings(dg.Config):
         default=2, ge=1, description="Attempts for an item whose answers keep breaking the output contract."
     )
     sync_remainder_threshold: int = Field(
-        default=100, ge=0, description="A retry remainder this small goes to the sync lane at once instead of a new batch."
+        default=100,
+        ge=0,
+        description="A retry remainder this small goes to the sync lane at once instead of a new batch.",
     )
     sync_items_per_second: float = Field(
         default=5.0, gt=0, description="Sync-lane throughput the deadline watchdog assumes when it plans promotions."
     )
     safety_margin_minutes: float = Field(default=30.0, ge=0, description="Slack kept before every deadline.")
-    batch_window_hours: float = Field(default=24.0, gt=0, description="The longest a batch may take (the vendor's window).")
+    batch_window_hours: float = Field(
+        default=24.0, gt=0, description="The longest a batch may take (the vendor's window)."
+    )
 
     def policy(self) -> LanePolicy:
         from datetime import timedelta
@@ -56,41 +59,43 @@ class RetrySettings(dg.Config):
 class BatchGatewayResource(dg.ConfigurableResource):
     """Routes LLM work to providers' batch and sync lanes and keeps the ledger."""
 
-    providers_file: Optional[str] = Field(
+    providers_file: str | None = Field(
         default=None,
         description="YAML provider registry (models -> providers, base URLs, key variables, caps, rate limits). "
         "When unset, every model is served by the local emulator at emulator_url.",
     )
-    emulator_url: Optional[str] = Field(
+    emulator_url: str | None = Field(
         default=None,
         description=f"Base URL of the bundled emulator (default: ${EMULATOR_URL_ENV}, else http://127.0.0.1:8765).",
     )
-    openai_api_key: Optional[str] = Field(
+    openai_api_key: str | None = Field(
         default=None,
         description="Key of the provider named 'openai'; set it with dagster.EnvVar('OPENAI_API_KEY'). "
         "Overrides that provider's api_key_env. Other providers read their own api_key_env.",
     )
-    anthropic_api_key: Optional[str] = Field(
+    anthropic_api_key: str | None = Field(
         default=None,
         description="Key of the provider named 'anthropic'; set it with dagster.EnvVar('ANTHROPIC_API_KEY').",
     )
-    ledger_url: Optional[str] = Field(
+    ledger_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the ledger: sqlite:///path or postgresql+psycopg://... "
         "Default: a SQLite file under $DAGSTER_HOME/batch_pipelines_data/.",
     )
-    results_dir: Optional[str] = Field(
-        default=None, description="Where result tables are written as Parquet (default: $DAGSTER_HOME/batch_pipelines_data/results)."
+    results_dir: str | None = Field(
+        default=None,
+        description="Where result tables are written as Parquet (default: $DAGSTER_HOME/batch_pipelines_data/results).",
     )
-    work_dir: Optional[str] = Field(
-        default=None, description="Scratch space for shards and downloads (default: $DAGSTER_HOME/batch_pipelines_data/work)."
+    work_dir: str | None = Field(
+        default=None,
+        description="Scratch space for shards and downloads (default: $DAGSTER_HOME/batch_pipelines_data/work).",
     )
-    price_book_path: Optional[str] = Field(
+    price_book_path: str | None = Field(
         default=None, description="YAML price book laid over the shipped one, model by model."
     )
     retry: RetrySettings = Field(default_factory=RetrySettings, description="Per-item retry and lane policy.")
 
-    _gateway: Optional[Gateway] = PrivateAttr(default=None)
+    _gateway: Gateway | None = PrivateAttr(default=None)
 
     def build_gateway(self) -> Gateway:
         home = default_data_dir()
@@ -131,7 +136,7 @@ class BatchGatewayResource(dg.ConfigurableResource):
         return self._gateway
 
 
-def _with_api_keys(registry: ProviderRegistry, keys_by_provider: dict[str, Optional[str]]) -> ProviderRegistry:
+def _with_api_keys(registry: ProviderRegistry, keys_by_provider: dict[str, str | None]) -> ProviderRegistry:
     """The registry with the resource's keys (from dagster.EnvVar) set on the providers they belong to.
 
     Matched by provider name, never by protocol: an OpenAI key must not reach Gemini or an

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -76,7 +77,9 @@ class BatchWorkload:
     def results_key(self) -> dg.AssetKey:
         return dg.AssetKey(f"{self.name}_results")
 
-    def requests_from_frame(self, frame: pd.DataFrame, *, partition: str, now: datetime | None = None) -> list[LLMRequest]:
+    def requests_from_frame(
+        self, frame: pd.DataFrame, *, partition: str, now: datetime | None = None
+    ) -> list[LLMRequest]:
         """Validate the upstream rows and build one request per row; every problem is named."""
         if frame is None or len(frame) == 0:
             raise InvalidInputError(
@@ -99,7 +102,7 @@ class BatchWorkload:
                 f"{'…' if len(duplicated) > 5 else ''}); every row needs its own id",
                 duplicates=len(duplicated),
             )
-        deadline = (now or datetime.now(timezone.utc)) + self.deadline
+        deadline = (now or datetime.now(UTC)) + self.deadline
         return list(self._iter_requests(frame, ids, deadline))
 
     def _iter_requests(self, frame: pd.DataFrame, ids: pd.Series, deadline: datetime) -> Iterator[LLMRequest]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from array import array
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import bpe_openai
 from bpe_openai import _bindings as bpe_backend
@@ -92,7 +93,7 @@ class _PrefixWalk:
         self.next_boundary = CACHE_MIN_TOKENS
         self.digests: list[tuple[int, bytes]] = []
 
-    def copy(self) -> "_PrefixWalk":
+    def copy(self) -> _PrefixWalk:
         other = _PrefixWalk.__new__(_PrefixWalk)
         other.hasher = self.hasher.copy()
         other.position = self.position

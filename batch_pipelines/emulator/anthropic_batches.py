@@ -8,10 +8,11 @@ The timeline mirrors the OpenAI one (seeded duration, expiry at 24 h, a cancel t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import orjson
 
@@ -45,7 +46,7 @@ def not_found(batch_id: str) -> ApiError:
 def rfc3339(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class AnthropicBatches:
@@ -73,7 +74,11 @@ class AnthropicBatches:
             if not isinstance(custom_id, str) or not CUSTOM_ID_PATTERN.match(custom_id):
                 raise ApiError(400, f"requests.{index}.custom_id: must match {CUSTOM_ID_PATTERN.pattern}")
             if custom_id in seen:
-                raise ApiError(400, f"requests.{index}.custom_id: '{custom_id}' is used more than once; custom_id must be unique within a batch")
+                raise ApiError(
+                    400,
+                    f"requests.{index}.custom_id: '{custom_id}' is used more than once; custom_id must be "
+                    "unique within a batch",
+                )
             seen.add(custom_id)
             params = item.get("params")
             if not isinstance(params, dict):
@@ -157,7 +162,11 @@ class AnthropicBatches:
             record = self._record(batch_id)
             self.refresh(record)
             if record["processing_status"] != "ended":
-                raise ApiError(400, f"Message Batch {batch_id} is still {record['processing_status']}; cancel it and wait for it to end before deleting it.")
+                raise ApiError(
+                    400,
+                    f"Message Batch {batch_id} is still {record['processing_status']}; cancel it and wait for "
+                    "it to end before deleting it.",
+                )
             self._release(batch_id)
             self.store.delete_anthropic_batch(batch_id)
             return {"id": batch_id, "type": "message_batch_deleted"}
@@ -188,7 +197,9 @@ class AnthropicBatches:
         if record["processing_status"] == "canceling":
             ended_at = record["cancel_initiated_at"] + profile["cancel_seconds"]
             if now >= ended_at:
-                self._end(record, ended_at, done=_done(record, record["cancel_initiated_at"], duration), rest="canceled")
+                self._end(
+                    record, ended_at, done=_done(record, record["cancel_initiated_at"], duration), rest="canceled"
+                )
         elif expiring:
             if now >= expires_at:
                 self._end(record, expires_at, done=_done(record, expires_at, duration), rest="expired")
@@ -215,17 +226,33 @@ class AnthropicBatches:
                 if u_error < error_rate:
                     status, message = ITEM_ERRORS[weighted_choice(profile.item_error_kinds, u_kind)]
                     counts["errored"] += 1
-                    lines.append(dumps({"custom_id": custom_id, "result": {"type": "errored", "error": anthropic_error_body(status, message)}}))
+                    lines.append(
+                        dumps(
+                            {
+                                "custom_id": custom_id,
+                                "result": {"type": "errored", "error": anthropic_error_body(status, message)},
+                            }
+                        )
+                    )
                     continue
                 if u_missing < profile.missing_line_rate:
                     counts["succeeded"] += 1  # reported succeeded, yet absent from the results
                     continue
                 message_id = "msg_" + hashlib.blake2b(f"{record['id']}:{index}".encode(), digest_size=12).hexdigest()
                 try:
-                    message, line_usage = self.responder.message(request["params"], profile=profile, key=custom_id, message_id=message_id, service_tier="batch")
+                    message, line_usage = self.responder.message(
+                        request["params"], profile=profile, key=custom_id, message_id=message_id, service_tier="batch"
+                    )
                 except ApiError as exc:
                     counts["errored"] += 1
-                    lines.append(dumps({"custom_id": custom_id, "result": {"type": "errored", "error": anthropic_error_body(exc.status, exc.message)}}))
+                    lines.append(
+                        dumps(
+                            {
+                                "custom_id": custom_id,
+                                "result": {"type": "errored", "error": anthropic_error_body(exc.status, exc.message)},
+                            }
+                        )
+                    )
                     continue
                 usage.add(line_usage)
                 counts["succeeded"] += 1

@@ -13,8 +13,9 @@ import hmac
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -93,14 +94,20 @@ class Emulator:
         if not supplied and authorization[:7].lower() == "bearer ":
             supplied = authorization[7:].strip()
         if not supplied:
-            raise ApiError(401, "No API key provided: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "No API key provided: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+                code="invalid_api_key",
+            )
         if self.api_key is not None and not hmac.compare_digest(supplied.encode(), self.api_key.encode()):
             raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     def route_fault(self, route: str) -> None:
         rate = self._profile.route_5xx_rate
         if rate and chance(self._profile.seed, "route", route, self.faults.next_route_call(route)) < rate:
-            raise ApiError(500, "The server had an error while processing your request (injected).", code="server_error")
+            raise ApiError(
+                500, "The server had an error while processing your request (injected).", code="server_error"
+            )
 
     async def sync_faults(self, key: str) -> None:
         profile = self._profile
@@ -122,7 +129,9 @@ class Emulator:
                 },
             )
         if profile.sync_5xx_rate and chance(profile.seed, "sync5xx", key, attempt) < profile.sync_5xx_rate:
-            raise ApiError(500, "The server had an error while processing your request (injected).", code="server_error")
+            raise ApiError(
+                500, "The server had an error while processing your request (injected).", code="server_error"
+            )
         if profile.slow_response_seconds:
             await asyncio.sleep(profile.slow_response_seconds)
 
@@ -157,7 +166,9 @@ def _json(value: Any, status: int = 200) -> Response:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes.", code="request_too_large")
+        raise ApiError(
+            413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes.", code="request_too_large"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -184,7 +195,9 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, f"Invalid '{name}': expected an integer, got {raw[:20]!r}.", param=name, code="invalid_value") from None
+        raise ApiError(
+            400, f"Invalid '{name}': expected an integer, got {raw[:20]!r}.", param=name, code="invalid_value"
+        ) from None
     if not low <= value <= high:
         raise ApiError(400, f"Invalid '{name}': {value} is outside [{low}, {high}].", param=name, code="invalid_value")
     return value
@@ -197,7 +210,9 @@ def _base_url(request: Request) -> str:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _vendor_route(emulator: Emulator, path: str, handler: Handler, methods: list[str], fault_route: str | None = None) -> Route:
+def _vendor_route(
+    emulator: Emulator, path: str, handler: Handler, methods: list[str], fault_route: str | None = None
+) -> Route:
     async def endpoint(request: Request) -> Response:
         surface = surface_of(request.url.path, request.headers)
         try:
@@ -231,8 +246,13 @@ def create_app(emulator: Emulator) -> Starlette:
     async def advance(request: Request) -> Response:
         payload = _parse_json(await _read_body(request, 4096))
         seconds = payload.get("seconds") if isinstance(payload, dict) else None
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0 or not math.isfinite(seconds):
-            raise ApiError(400, "Send {\"seconds\": N} with N >= 0.", param="seconds")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or seconds < 0
+            or not math.isfinite(seconds)
+        ):
+            raise ApiError(400, 'Send {"seconds": N} with N >= 0.', param="seconds")
         return _json({"now": e.advance(float(seconds))})
 
     async def profile(request: Request) -> Response:
@@ -267,7 +287,12 @@ def create_app(emulator: Emulator) -> Starlette:
         await e.sync_faults(key)
         now = int(e.clock.now())
         response, usage = await run_in_threadpool(
-            e.responder.chat_completion, body, profile=e.profile, key=key, completion_id=f"chatcmpl-{key}{e.sync_requests:x}", created=now
+            e.responder.chat_completion,
+            body,
+            profile=e.profile,
+            key=key,
+            completion_id=f"chatcmpl-{key}{e.sync_requests:x}",
+            created=now,
         )
         e.sync_requests += 1
         e.sync_usage.add(usage)
@@ -288,7 +313,12 @@ def create_app(emulator: Emulator) -> Starlette:
         key = fingerprint(raw)
         await e.sync_faults(key)
         response, usage = await run_in_threadpool(
-            e.responder.message, body, profile=e.profile, key=key, message_id=f"msg_{key}{e.sync_requests:x}", service_tier="standard"
+            e.responder.message,
+            body,
+            profile=e.profile,
+            key=key,
+            message_id=f"msg_{key}{e.sync_requests:x}",
+            service_tier="standard",
         )
         e.sync_requests += 1
         e.sync_usage.add(usage)
@@ -297,11 +327,20 @@ def create_app(emulator: Emulator) -> Starlette:
     async def models(request: Request) -> Response:
         if surface_of(request.url.path, request.headers) == "anthropic":
             data = [
-                {"type": "model", "id": m.id, "display_name": m.display_name, "created_at": rfc3339(_MODELS_CREATED), "lifecycle": "active"}
+                {
+                    "type": "model",
+                    "id": m.id,
+                    "display_name": m.display_name,
+                    "created_at": rfc3339(_MODELS_CREATED),
+                    "lifecycle": "active",
+                }
                 for m in catalogue.ANTHROPIC_MODELS
             ]
             return _json({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
-        data = [{"id": m.id, "object": "model", "created": _MODELS_CREATED, "owned_by": m.owned_by} for m in catalogue.OPENAI_SURFACE_MODELS]
+        data = [
+            {"id": m.id, "object": "model", "created": _MODELS_CREATED, "owned_by": m.owned_by}
+            for m in catalogue.OPENAI_SURFACE_MODELS
+        ]
         return _json({"object": "list", "data": data})
 
     async def model(request: Request) -> Response:
@@ -309,23 +348,34 @@ def create_app(emulator: Emulator) -> Starlette:
         for m in catalogue.OPENAI_SURFACE_MODELS:
             if m.id == model_id:
                 return _json({"id": m.id, "object": "model", "created": _MODELS_CREATED, "owned_by": m.owned_by})
-        raise ApiError(404, f"The model '{model_id[:100]}' does not exist or you do not have access to it.", code="model_not_found")
+        raise ApiError(
+            404, f"The model '{model_id[:100]}' does not exist or you do not have access to it.", code="model_not_found"
+        )
 
     # -- OpenAI files --
 
     async def upload_file(request: Request) -> Response:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + _MULTIPART_SLACK:
-            raise ApiError(413, f"File is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit.", param="file", code="file_too_large")
+            raise ApiError(
+                413,
+                f"File is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit.",
+                param="file",
+                code="file_too_large",
+            )
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ApiError(400, "Uploads must be multipart/form-data with 'file' and 'purpose' fields.", param="file")
         async with request.form(max_files=1, max_fields=16) as form:
             upload = form.get("file")
             purpose = form.get("purpose")
             if not isinstance(upload, UploadFile):
-                raise ApiError(400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+                raise ApiError(
+                    400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+                )
             if not isinstance(purpose, str) or not purpose:
-                raise ApiError(400, "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter")
+                raise ApiError(
+                    400, "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
+                )
             filename = (upload.filename or "upload.jsonl")[:255]
             record = await run_in_threadpool(e.files.upload, upload.file, filename=filename, purpose=purpose)
         return _json(record)
@@ -336,7 +386,11 @@ def create_app(emulator: Emulator) -> Starlette:
             raise ApiError(400, "Invalid 'order': use 'asc' or 'desc'.", param="order", code="invalid_value")
         limit = _int_param(request, "limit", 10_000, 1, 10_000)
         result = await run_in_threadpool(
-            e.files.list, purpose=request.query_params.get("purpose"), after=request.query_params.get("after"), limit=limit, order=order
+            e.files.list,
+            purpose=request.query_params.get("purpose"),
+            after=request.query_params.get("after"),
+            limit=limit,
+            order=order,
         )
         return _json(result)
 
@@ -385,11 +439,21 @@ def create_app(emulator: Emulator) -> Starlette:
     async def list_message_batches(request: Request) -> Response:
         limit = _int_param(request, "limit", 20, 1, 1000)
         page, has_more = await run_in_threadpool(
-            e.anthropic.list, after_id=request.query_params.get("after_id"), before_id=request.query_params.get("before_id"), limit=limit
+            e.anthropic.list,
+            after_id=request.query_params.get("after_id"),
+            before_id=request.query_params.get("before_id"),
+            limit=limit,
         )
         base = _base_url(request)
         data = [e.anthropic.render(r, base) for r in page]
-        return _json({"data": data, "has_more": has_more, "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+        return _json(
+            {
+                "data": data,
+                "has_more": has_more,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
 
     async def get_message_batch(request: Request) -> Response:
         record = await run_in_threadpool(e.anthropic.retrieve, request.path_params["batch_id"])
@@ -440,11 +504,18 @@ def create_app(emulator: Emulator) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        message = "Unknown request URL: {} {}.".format(request.method, request.url.path[:200]) if status in (404, 405) else "The server had an error while processing your request."
+        message = (
+            f"Unknown request URL: {request.method} {request.url.path[:200]}."
+            if status in (404, 405)
+            else "The server had an error while processing your request."
+        )
         return error_response(surface_of(request.url.path, request.headers), ApiError(status, message))
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return error_response(surface_of(request.url.path, request.headers), ApiError(500, "The server had an error while processing your request."))
+        return error_response(
+            surface_of(request.url.path, request.headers),
+            ApiError(500, "The server had an error while processing your request."),
+        )
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
     app.state.emulator = e

@@ -26,11 +26,35 @@ def _is_loopback(host: str) -> bool:
 @click.command(name="emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE_DIR, show_default=True, help="Where files and batches persist across restarts.")
-@click.option("--time-scale", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Virtual seconds per real second (0 freezes the clock).")
-@click.option("--profile", "profile", default=None, help="Fault/timing profile: a YAML file or a bundled name (default, demo, faulty).")
-@click.option("--api-key", envvar="BATCH_PIPELINES_EMULATOR_API_KEY", default=None, help="Require this key (default: any non-empty key).")
-def emulator_command(host: str, port: int, state_dir: Path, time_scale: float, profile: str | None, api_key: str | None) -> None:
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Where files and batches persist across restarts.",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Virtual seconds per real second (0 freezes the clock).",
+)
+@click.option(
+    "--profile",
+    "profile",
+    default=None,
+    help="Fault/timing profile: a YAML file or a bundled name (default, demo, faulty).",
+)
+@click.option(
+    "--api-key",
+    envvar="BATCH_PIPELINES_EMULATOR_API_KEY",
+    default=None,
+    help="Require this key (default: any non-empty key).",
+)
+def emulator_command(
+    host: str, port: int, state_dir: Path, time_scale: float, profile: str | None, api_key: str | None
+) -> None:
     """Serve the OpenAI- and Anthropic-compatible local provider (no key, no network)."""
     try:
         emulator = Emulator(state_dir, profile=profile, time_scale=time_scale, api_key=api_key)
@@ -41,5 +65,8 @@ def emulator_command(host: str, port: int, state_dir: Path, time_scale: float, p
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"emulator on http://{shown}:{actual} (OpenAI base URL http://{shown}:{actual}/v1), state in {state_dir}, time scale {time_scale}")
+    click.echo(
+        f"emulator on http://{shown}:{actual} (OpenAI base URL http://{shown}:{actual}/v1), state in "
+        f"{state_dir}, time scale {time_scale}"
+    )
     make_server(emulator, log_level="info", access_log=False).run(sockets=[sock])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from starlette.responses import Response, StreamingResponse
 
@@ -44,7 +44,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     start = int(match.group(1))
     end = int(match.group(2)) if match.group(2) else size - 1
     if start >= size or end < start:
-        raise ApiError(416, f"Range start {start} is beyond the file's {size} bytes.", headers={"content-range": f"bytes */{size}"})
+        raise ApiError(
+            416, f"Range start {start} is beyond the file's {size} bytes.", headers={"content-range": f"bytes */{size}"}
+        )
     return start, min(end, size - 1)
 
 
@@ -77,4 +79,6 @@ def file_response(path: Path, range_header: str | None, *, drop_after: int | Non
         headers["content-range"] = f"bytes {start}-{end}/{size}"
     if drop_after is not None and drop_after >= length:
         drop_after = None
-    return StreamingResponse(_read(path, start, length, drop_after), status_code=status, headers=headers, media_type=media_type)
+    return StreamingResponse(
+        _read(path, start, length, drop_after), status_code=status, headers=headers, media_type=media_type
+    )

@@ -11,7 +11,7 @@ import hashlib
 import threading
 import zlib
 from collections import defaultdict
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class LineDraws:
         b = _splitmix(a)
         return (a >> 43) / _U21, ((a >> 22) & _M21) / _U21, ((a >> 1) & _M21) / _U21, (a << 64) | b
 
-    def block(self, start: int, count: int) -> "DrawBlock":
+    def block(self, start: int, count: int) -> DrawBlock:
         """``draw(i)`` for ``i`` in ``[start, start + count)`` at once: bulk processing pays per
         block, not per line, for the 64-bit arithmetic.
 
@@ -92,7 +92,9 @@ class DrawBlock:
 
     __slots__ = ("start", "end", "u_missing", "u_error", "u_kind", "high", "low")
 
-    def __init__(self, start: int, u_missing: list[float], u_error: list[float], u_kind: list[float], high: str, low: str) -> None:
+    def __init__(
+        self, start: int, u_missing: list[float], u_error: list[float], u_kind: list[float], high: str, low: str
+    ) -> None:
         self.start = start
         self.end = start + len(u_missing)
         self.u_missing = u_missing

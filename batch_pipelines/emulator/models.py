@@ -29,7 +29,9 @@ OFF_LIST_WORDS = ("unsure", "unknown", "other_label", "n/a")
 _LABELS_LINE = re.compile(r"^[ \t]*(?:allowed labels|labels)[ \t]*:[ \t]*(.+?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 _WORD = re.compile(r"[0-9A-Za-z]+")
-_SECTION = re.compile(r"^[ \t]*(question|answer|reference|criteria|rubric|context|input)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_SECTION = re.compile(
+    r"^[ \t]*(question|answer|reference|criteria|rubric|context|input)[ \t]*:", re.IGNORECASE | re.MULTILINE
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MARKDOWN_LEAD = re.compile(r"^[\s#>*\-+\d.)]+")
 
@@ -98,7 +100,9 @@ def _split_prompt(body: dict[str, Any]) -> tuple[str, str]:
         # The common batch shape, one turn of context then the user turn: no loops, no copies.
         first, last = messages
         if isinstance(last, dict) and last.get("role") == "user":
-            return (_content_text(first.get("content")) if isinstance(first, dict) else ""), _content_text(last.get("content"))
+            return (_content_text(first.get("content")) if isinstance(first, dict) else ""), _content_text(
+                last.get("content")
+            )
     last_user_index = None
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
@@ -157,7 +161,7 @@ def view_prompt(body: dict[str, Any]) -> PromptView:
 
 
 @lru_cache(maxsize=4096)
-def _cached_label_matchers(normalised: tuple[str, ...]) -> tuple[tuple[str, bool, "re.Pattern[str] | None"], ...]:
+def _cached_label_matchers(normalised: tuple[str, ...]) -> tuple[tuple[str, bool, re.Pattern[str] | None], ...]:
     """Per normalised label: its words joined by spaces, whether it has several, and a regex
     that finds those words whole and in order in lowercased text.
 
@@ -169,16 +173,20 @@ def _cached_label_matchers(normalised: tuple[str, ...]) -> tuple[tuple[str, bool
     for norm in normalised:
         probe = norm.strip()
         words = probe.split(" ")
-        pattern = re.compile(r"(?<![0-9a-z])" + r"[^0-9a-z]+".join(map(re.escape, words)) + r"(?![0-9a-z])") if probe else None
+        pattern = (
+            re.compile(r"(?<![0-9a-z])" + r"[^0-9a-z]+".join(map(re.escape, words)) + r"(?![0-9a-z])")
+            if probe
+            else None
+        )
         out.append((probe, " " in probe, pattern))
     return tuple(out)
 
 
 # Batch lines share one label tuple object (memoised features): skip hashing it every line.
-_last_matchers: tuple[tuple[str, ...] | None, tuple[tuple[str, bool, "re.Pattern[str] | None"], ...]] = (None, ())
+_last_matchers: tuple[tuple[str, ...] | None, tuple[tuple[str, bool, re.Pattern[str] | None], ...]] = (None, ())
 
 
-def _label_matchers(normalised: tuple[str, ...]) -> tuple[tuple[str, bool, "re.Pattern[str] | None"], ...]:
+def _label_matchers(normalised: tuple[str, ...]) -> tuple[tuple[str, bool, re.Pattern[str] | None], ...]:
     global _last_matchers
     last, matchers = _last_matchers
     if normalised is last:
@@ -277,7 +285,12 @@ def two_turn_texts(body: dict[str, Any]) -> tuple[str, str] | None:
     callers may answer and count from them without walking the body again.
     """
     messages = body.get("messages")
-    if type(messages) is not list or len(messages) != 2 or body.get("system") or body.get("response_format") is not None:
+    if (
+        type(messages) is not list
+        or len(messages) != 2
+        or body.get("system")
+        or body.get("response_format") is not None
+    ):
         return None
     first, last = messages
     if type(first) is not dict or type(last) is not dict or last.get("role") != "user":

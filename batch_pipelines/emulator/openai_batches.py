@@ -15,9 +15,10 @@ import os
 import shutil
 from array import array
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -42,18 +43,36 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 ITEM_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
     "invalid_request_400": (
         400,
-        {"message": "Invalid request (injected by the emulator's fault profile).", "type": "invalid_request_error", "param": None, "code": "invalid_request"},
+        {
+            "message": "Invalid request (injected by the emulator's fault profile).",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_request",
+        },
     ),
     "server_error_500": (
         500,
-        {"message": "The server had an error while processing your request.", "type": "server_error", "param": None, "code": "server_error"},
+        {
+            "message": "The server had an error while processing your request.",
+            "type": "server_error",
+            "param": None,
+            "code": "server_error",
+        },
     ),
     "rate_limited_429": (
         429,
-        {"message": "Rate limit reached for requests (injected by the emulator's fault profile).", "type": "requests", "param": None, "code": "rate_limit_exceeded"},
+        {
+            "message": "Rate limit reached for requests (injected by the emulator's fault profile).",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        },
     ),
 }
-EXPIRED_ERROR = {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}
+EXPIRED_ERROR = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
 _MALFORMED_TAIL = 40  # bytes of a good line kept when writing a deliberately broken one
 
 
@@ -91,17 +110,37 @@ class OpenAIBatches:
         window = payload.get("completion_window")
         metadata = payload.get("metadata")
         if not isinstance(input_file_id, str) or not input_file_id:
-            raise ApiError(400, "Missing required parameter: 'input_file_id'.", param="input_file_id", code="missing_required_parameter")
+            raise ApiError(
+                400,
+                "Missing required parameter: 'input_file_id'.",
+                param="input_file_id",
+                code="missing_required_parameter",
+            )
         if endpoint not in ENDPOINTS:
-            raise ApiError(400, f"Invalid 'endpoint': {endpoint!r}; the emulator supports {', '.join(ENDPOINTS)}.", param="endpoint", code="invalid_value")
+            raise ApiError(
+                400,
+                f"Invalid 'endpoint': {endpoint!r}; the emulator supports {', '.join(ENDPOINTS)}.",
+                param="endpoint",
+                code="invalid_value",
+            )
         if window != "24h":
-            raise ApiError(400, f"Invalid 'completion_window': {window!r}; only '24h' is supported.", param="completion_window", code="invalid_value")
+            raise ApiError(
+                400,
+                f"Invalid 'completion_window': {window!r}; only '24h' is supported.",
+                param="completion_window",
+                code="invalid_value",
+            )
         _check_metadata(metadata)
         if not FILE_ID.match(input_file_id) or input_file_id not in self.store.files:
             raise ApiError(400, f"No such File object: {input_file_id}", param="input_file_id", code="invalid_value")
         file_record = self.store.files[input_file_id]
         if file_record["purpose"] != "batch":
-            raise ApiError(400, f"File {input_file_id} has purpose '{file_record['purpose']}'; a batch input needs purpose 'batch'.", param="input_file_id", code="invalid_value")
+            raise ApiError(
+                400,
+                f"File {input_file_id} has purpose '{file_record['purpose']}'; a batch input needs purpose 'batch'.",
+                param="input_file_id",
+                code="invalid_value",
+            )
         profile = self.profile()
         with self.store.lock:
             batch_id, seq = self.store.new_id("batch_", 32)
@@ -137,7 +176,15 @@ class OpenAIBatches:
                 "output_file_id": None,
                 "error_file_id": None,
             }
-            for stamp in ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at"):
+            for stamp in (
+                "in_progress_at",
+                "finalizing_at",
+                "completed_at",
+                "failed_at",
+                "expired_at",
+                "cancelling_at",
+                "cancelled_at",
+            ):
                 record[stamp] = None
             self.store.save_batch(record)
             self.store.count_created("openai")
@@ -248,7 +295,9 @@ class OpenAIBatches:
         for record in sorted(due, key=lambda r: (r["created_at"] + r["profile"]["validation_seconds"], r["seq"])):
             self._validate(record, record["created_at"] + record["profile"]["validation_seconds"])
             self.store.save_batch(record)
-        cancelling = [r for r in self.store.batches.values() if r["status"] == "cancelling" and r["in_progress_at"] is None]
+        cancelling = [
+            r for r in self.store.batches.values() if r["status"] == "cancelling" and r["in_progress_at"] is None
+        ]
         for record in cancelling:
             cancelled_at = record["cancelling_at"] + record["profile"]["cancel_seconds"]
             if now >= cancelled_at:
@@ -306,7 +355,12 @@ class OpenAIBatches:
                         fail("missing_required_parameter", f"Line {number} has no custom_id.", number, "custom_id")
                         line_ok = False
                     elif custom_id in seen:
-                        fail("duplicate_custom_id", f"The custom_id '{custom_id}' on line {number} is used more than once.", number, "custom_id")
+                        fail(
+                            "duplicate_custom_id",
+                            f"The custom_id '{custom_id}' on line {number} is used more than once.",
+                            number,
+                            "custom_id",
+                        )
                         line_ok = False
                     else:
                         seen.add(custom_id)
@@ -314,15 +368,31 @@ class OpenAIBatches:
                         fail("invalid_method", f"Line {number}: method must be 'POST'.", number, "method")
                         line_ok = False
                     if line.get("url") != endpoint:
-                        fail("invalid_url", f"Line {number}: url {line.get('url')!r} does not match the batch endpoint {endpoint!r}.", number, "url")
+                        fail(
+                            "invalid_url",
+                            f"Line {number}: url {line.get('url')!r} does not match the batch endpoint {endpoint!r}.",
+                            number,
+                            "url",
+                        )
                         line_ok = False
                     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-                        fail("missing_required_parameter", f"Line {number} has no body with a model.", number, "body.model")
+                        fail(
+                            "missing_required_parameter",
+                            f"Line {number} has no body with a model.",
+                            number,
+                            "body.model",
+                        )
                         continue
                     if model is None:
                         model = body["model"]
                     elif body["model"] != model:
-                        fail("mixed_models", f"Line {number} uses model {body['model']!r}; this batch uses {model!r}. One model per batch.", number, "body.model")
+                        fail(
+                            "mixed_models",
+                            f"Line {number} uses model {body['model']!r}; this batch uses {model!r}. One model "
+                            "per batch.",
+                            number,
+                            "body.model",
+                        )
                         line_ok = False
                     if endpoint == "/v1/embeddings":
                         embedding_inputs += _embedding_input_count(body)
@@ -331,7 +401,10 @@ class OpenAIBatches:
             if count == 0 and not errors:
                 fail("empty_file", "The input file holds no requests.")
             if embedding_inputs > MAX_EMBEDDING_INPUTS:
-                fail("too_many_embedding_inputs", f"The batch holds {embedding_inputs} embedding inputs; the limit is {MAX_EMBEDDING_INPUTS}.")
+                fail(
+                    "too_many_embedding_inputs",
+                    f"The batch holds {embedding_inputs} embedding inputs; the limit is {MAX_EMBEDDING_INPUTS}.",
+                )
         writer.close()
         record["model"] = model
         if errors:
@@ -421,7 +494,9 @@ class OpenAIBatches:
                 if index >= record["processed"]:
                     line_id, _ = _line_ids(draws, index)
                     custom_id = orjson.loads(raw)["custom_id"]
-                    lines.append(orjson.dumps({"id": line_id, "custom_id": custom_id, "response": None, "error": EXPIRED_ERROR}))
+                    lines.append(
+                        orjson.dumps({"id": line_id, "custom_id": custom_id, "response": None, "error": EXPIRED_ERROR})
+                    )
                 index += 1
         record["expired_lines"] = len(lines)
         with open(work / "expired.pending", "wb") as out:
@@ -442,7 +517,9 @@ class OpenAIBatches:
                 shutil.copyfileobj(source, out)
         for path, key, suffix in ((output, "output_file_id", "output"), (errors, "error_file_id", "error")):
             if path.exists() and path.stat().st_size > 0:
-                record[key] = self.files.adopt(path, filename=f"{record['id']}_{suffix}.jsonl", purpose="batch_output")["id"]
+                record[key] = self.files.adopt(path, filename=f"{record['id']}_{suffix}.jsonl", purpose="batch_output")[
+                    "id"
+                ]
         _remove_work(work)
 
     # -- wire shape -----------------------------------------------------------------------
@@ -530,14 +607,31 @@ def _check_metadata(metadata: Any) -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict):
-        raise ApiError(400, "Invalid 'metadata': expected an object of string keys and values.", param="metadata", code="invalid_type")
+        raise ApiError(
+            400,
+            "Invalid 'metadata': expected an object of string keys and values.",
+            param="metadata",
+            code="invalid_type",
+        )
     if len(metadata) > 16:
-        raise ApiError(400, f"Invalid 'metadata': {len(metadata)} pairs; at most 16.", param="metadata", code="invalid_value")
+        raise ApiError(
+            400, f"Invalid 'metadata': {len(metadata)} pairs; at most 16.", param="metadata", code="invalid_value"
+        )
     for key, value in metadata.items():
         if len(key) > 64:
-            raise ApiError(400, f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.", param="metadata", code="invalid_value")
+            raise ApiError(
+                400,
+                f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.",
+                param="metadata",
+                code="invalid_value",
+            )
         if not isinstance(value, str) or len(value) > 512:
-            raise ApiError(400, f"Invalid 'metadata': the value of {key!r} must be a string of at most 512 characters.", param="metadata", code="invalid_value")
+            raise ApiError(
+                400,
+                f"Invalid 'metadata': the value of {key!r} must be a string of at most 512 characters.",
+                param="metadata",
+                code="invalid_value",
+            )
 
 
 def _link_or_copy(source: Any, target: Any) -> None:
@@ -577,7 +671,9 @@ class _PendingWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulator-pending-writer")
         self._in_flight: deque[Future[int]] = deque()
 
-    def add(self, stream: str, kind: int, line: bytes | None, prompt: int = 0, cached: int = 0, completion: int = 0) -> None:
+    def add(
+        self, stream: str, kind: int, line: bytes | None, prompt: int = 0, cached: int = 0, completion: int = 0
+    ) -> None:
         size = 0
         if line is not None:
             size = len(line) + 1
@@ -646,7 +742,12 @@ class _LineAnswerer:
         profile = self.profile
         if block.u_error[offset] < self.error_rate:
             status, error_body = ITEM_ERRORS[weighted_choice(profile.item_error_kinds, block.u_kind[offset])]
-            line = {"id": line_id, "custom_id": custom_id, "response": {"status_code": status, "request_id": request_id, "body": {"error": error_body}}, "error": None}
+            line = {
+                "id": line_id,
+                "custom_id": custom_id,
+                "response": {"status_code": status, "request_id": request_id, "body": {"error": error_body}},
+                "error": None,
+            }
             self.writer.add("errors", _ERROR, dumps(line))
             self._count_prompt(body)
             return
@@ -663,11 +764,23 @@ class _LineAnswerer:
                 )
         except ApiError as exc:
             error_body = {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}
-            line = {"id": line_id, "custom_id": custom_id, "response": {"status_code": exc.status, "request_id": request_id, "body": {"error": error_body}}, "error": None}
+            line = {
+                "id": line_id,
+                "custom_id": custom_id,
+                "response": {"status_code": exc.status, "request_id": request_id, "body": {"error": error_body}},
+                "error": None,
+            }
             self.writer.add("errors", _ERROR, dumps(line))
             return
         self.prompt_tokens += usage.input_tokens
-        encoded = dumps({"id": line_id, "custom_id": custom_id, "response": {"status_code": 200, "request_id": request_id, "body": response}, "error": None})
+        encoded = dumps(
+            {
+                "id": line_id,
+                "custom_id": custom_id,
+                "response": {"status_code": 200, "request_id": request_id, "body": response},
+                "error": None,
+            }
+        )
         if self.malformed_left > 0:
             self.malformed_left -= 1
             encoded = encoded[: max(1, len(encoded) - _MALFORMED_TAIL)]

@@ -11,7 +11,16 @@ from batch_pipelines.emulator.errors import ApiError
 from batch_pipelines.emulator.state import FILE_ID, Store
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024  # the batch input cap; the emulator stores nothing larger
-PURPOSES = ("assistants", "assistants_output", "batch", "batch_output", "fine-tune", "fine-tune-results", "vision", "user_data")
+PURPOSES = (
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "vision",
+    "user_data",
+)
 _CHUNK = 1 << 20
 
 
@@ -31,7 +40,9 @@ class OpenAIFiles:
 
     def upload(self, source: BinaryIO, *, filename: str, purpose: str) -> dict[str, Any]:
         if purpose not in PURPOSES:
-            raise ApiError(400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'", param="purpose", code="invalid_value")
+            raise ApiError(
+                400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'", param="purpose", code="invalid_value"
+            )
         file_id, _ = self.store.new_id("file-")
         target = self.store.file_data_path(file_id)
         size = 0
@@ -41,7 +52,12 @@ class OpenAIFiles:
                 if size > MAX_UPLOAD_BYTES:
                     out.close()
                     target.unlink(missing_ok=True)
-                    raise ApiError(413, f"File is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit.", param="file", code="file_too_large")
+                    raise ApiError(
+                        413,
+                        f"File is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit.",
+                        param="file",
+                        code="file_too_large",
+                    )
                 out.write(chunk)
         return self.register(file_id, filename=filename, purpose=purpose, size=size)
 

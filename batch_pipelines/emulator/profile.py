@@ -9,9 +9,10 @@ Bundled profiles (``default``, ``demo``, ``faulty``) live beside this module.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -65,7 +66,7 @@ class Profile:
         return out
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None) -> "Profile":
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> Profile:
         raw = dict(raw or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
@@ -192,7 +193,8 @@ def load_profile(source: Mapping[str, Any] | str | Path | None) -> Profile:
         path = PROFILES_DIR / f"{source}.yaml"
     if not path.is_file():
         raise ConfigError(
-            f"emulator profile {str(source)!r} is neither a file nor a bundled profile ({', '.join(bundled_profiles())})"
+            f"emulator profile {str(source)!r} is neither a file nor a bundled profile "
+            f"({', '.join(bundled_profiles())})"
         )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

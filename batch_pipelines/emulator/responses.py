@@ -28,7 +28,7 @@ class UsageTotals:
     output_tokens: int = 0
     reasoning_tokens: int = 0
 
-    def add(self, other: "UsageTotals") -> None:
+    def add(self, other: UsageTotals) -> None:
         self.input_tokens += other.input_tokens
         self.cached_tokens += other.cached_tokens
         self.output_tokens += other.output_tokens
@@ -43,7 +43,7 @@ class UsageTotals:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, int] | None) -> "UsageTotals":
+    def from_dict(cls, raw: dict[str, int] | None) -> UsageTotals:
         return cls(**(raw or {}))
 
 
@@ -54,7 +54,9 @@ def _positive_int(body: dict[str, Any], name: str) -> int | None:
     if type(value) is int and value >= 1:  # the usual case, decided without the checks below
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ApiError(400, f"Invalid '{name}': expected a positive integer, got {value!r}.", param=name, code="invalid_value")
+        raise ApiError(
+            400, f"Invalid '{name}': expected a positive integer, got {value!r}.", param=name, code="invalid_value"
+        )
     return value
 
 
@@ -63,22 +65,41 @@ def _check_messages(body: Any, *, anthropic: bool) -> None:
         raise ApiError(400, "The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise ApiError(400, "you must provide a model parameter" if not anthropic else "model: Field required", param="model", code="missing_required_parameter")
+        raise ApiError(
+            400,
+            "you must provide a model parameter" if not anthropic else "model: Field required",
+            param="model",
+            code="missing_required_parameter",
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "messages: a non-empty list of messages is required.", param="messages", code="missing_required_parameter")
+        raise ApiError(
+            400,
+            "messages: a non-empty list of messages is required.",
+            param="messages",
+            code="missing_required_parameter",
+        )
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise ApiError(400, f"messages.{index}: each message must be an object with a role.", param=f"messages[{index}]", code="invalid_value")
+            raise ApiError(
+                400,
+                f"messages.{index}: each message must be an object with a role.",
+                param=f"messages[{index}]",
+                code="invalid_value",
+            )
     if body.get("stream"):
-        raise ApiError(400, "stream: the emulator does not stream; send stream=false.", param="stream", code="invalid_value")
+        raise ApiError(
+            400, "stream: the emulator does not stream; send stream=false.", param="stream", code="invalid_value"
+        )
 
 
 class Responder:
     def __init__(self, prompt_cache: accounting.PromptCache) -> None:
         self.prompt_cache = prompt_cache
 
-    def _answer(self, body: dict[str, Any], limit: int | None, key: str, profile: Profile) -> tuple[str, bool, UsageTotals]:
+    def _answer(
+        self, body: dict[str, Any], limit: int | None, key: str, profile: Profile
+    ) -> tuple[str, bool, UsageTotals]:
         turns = two_turn_texts(body)
         if turns is not None:
             # The usual batch line: split the prompt once for both the answer and the counts.
@@ -89,7 +110,9 @@ class Responder:
             text, completion, truncated = accounting.truncate_to_tokens(text, limit)
         else:
             completion, truncated = accounting.count_text(text), False
-        prompt, cached = self.prompt_cache.measure_parts(turns) if turns is not None else self.prompt_cache.measure(body)
+        prompt, cached = (
+            self.prompt_cache.measure_parts(turns) if turns is not None else self.prompt_cache.measure(body)
+        )
         return text, truncated, UsageTotals(prompt, cached, completion, 0)
 
     def chat_completion(
@@ -143,22 +166,50 @@ class Responder:
             raise ApiError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
         texts = input_texts(body.get("input"))
         if texts is None:
-            raise ApiError(400, "'input' must be a string, a list of strings, or token ids.", param="input", code="invalid_value")
+            raise ApiError(
+                400, "'input' must be a string, a list of strings, or token ids.", param="input", code="invalid_value"
+            )
         if len(texts) > MAX_EMBEDDING_INPUTS:
-            raise ApiError(400, f"'input' holds {len(texts)} items; at most {MAX_EMBEDDING_INPUTS} per request.", param="input", code="invalid_value")
+            raise ApiError(
+                400,
+                f"'input' holds {len(texts)} items; at most {MAX_EMBEDDING_INPUTS} per request.",
+                param="input",
+                code="invalid_value",
+            )
         native = native_dimensions(model)
         dimensions = _positive_int(body, "dimensions") or native
         if dimensions > native:
-            raise ApiError(400, f"'dimensions' is {dimensions}; {model} supports at most {native}.", param="dimensions", code="invalid_value")
+            raise ApiError(
+                400,
+                f"'dimensions' is {dimensions}; {model} supports at most {native}.",
+                param="dimensions",
+                code="invalid_value",
+            )
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
-            raise ApiError(400, f"'encoding_format' must be 'float' or 'base64', got {encoding!r}.", param="encoding_format", code="invalid_value")
+            raise ApiError(
+                400,
+                f"'encoding_format' must be 'float' or 'base64', got {encoding!r}.",
+                param="encoding_format",
+                code="invalid_value",
+            )
         data = []
         for index, text in enumerate(texts):
             vector = embed(text, dimensions)
-            data.append({"object": "embedding", "index": index, "embedding": encode_base64(vector) if encoding == "base64" else vector})
+            data.append(
+                {
+                    "object": "embedding",
+                    "index": index,
+                    "embedding": encode_base64(vector) if encoding == "base64" else vector,
+                }
+            )
         prompt = accounting.embedding_tokens(body)
-        response = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+        response = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        }
         return response, UsageTotals(prompt, 0, 0, 0)
 
     def message(

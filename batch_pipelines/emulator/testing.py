@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import httpx
 
@@ -80,7 +81,9 @@ def run_emulator(
         client = stack.enter_context(httpx.Client(timeout=30.0))
         base_url = f"http://127.0.0.1:{actual_port}"
         _wait_until_ready(client, base_url, background)
-        yield RunningEmulator(base_url=base_url, api_key=api_key or DEFAULT_TEST_KEY, state_dir=Path(state_dir), _client=client)
+        yield RunningEmulator(
+            base_url=base_url, api_key=api_key or DEFAULT_TEST_KEY, state_dir=Path(state_dir), _client=client
+        )
 
 
 def _wait_until_ready(client: httpx.Client, base_url: str, background: BackgroundServer) -> None:

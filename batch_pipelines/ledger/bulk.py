@@ -15,7 +15,8 @@ Either way the column types' own bind processors are applied, column by column.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import Column, Table
 from sqlalchemy.dialects import sqlite
@@ -33,7 +34,9 @@ class BulkWriter:
         self.columns = tuple(c.name for c in columns)
         self._sqlite = dialect.name == "sqlite"
         if self._sqlite:
-            compiled = sqlite.insert(table).on_conflict_do_nothing().compile(dialect=dialect, column_keys=list(self.columns))
+            compiled = (
+                sqlite.insert(table).on_conflict_do_nothing().compile(dialect=dialect, column_keys=list(self.columns))
+            )
             order = tuple(compiled.positiontup or ())
             if sorted(order) != sorted(self.columns):
                 raise AssertionError(f"compiled INSERT binds {order}, expected {self.columns}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -80,7 +81,8 @@ def parse_ledger_url(url: str | URL) -> URL:
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend not in ("sqlite", "postgresql"):
         raise LedgerError(
-            f"ledger URL {mask_url(parsed)!r} uses {backend!r}; the ledger supports SQLite and PostgreSQL ({SUPPORTED})",
+            f"ledger URL {mask_url(parsed)!r} uses {backend!r}; the ledger supports SQLite and PostgreSQL "
+            f"({SUPPORTED})",
             url=mask_url(parsed),
         )
     return parsed

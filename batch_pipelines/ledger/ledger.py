@@ -2,8 +2,9 @@
 
 Every bulk operation is set-based: a chunk of keys or outcomes is bulk-written into a
 per-connection temporary table (one executemany on SQLite, one COPY on PostgreSQL), then joined
-against the ledger's tables in a handful of statements. Each chunk is one transaction, so a process killed at any point leaves whole chunks
-behind, and replaying the call finishes the job without counting anything twice:
+against the ledger's tables in a handful of statements. Each chunk is one transaction, so a
+process killed at any point leaves whole chunks behind, and replaying the call finishes the job
+without counting anything twice:
 
 - ``record_items`` inserts with ON CONFLICT DO NOTHING;
 - ``assign_items`` opens one ``attempts`` row per (item, batch_key), keyed on exactly that;
@@ -21,10 +22,11 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -78,9 +80,9 @@ from batch_pipelines.ledger.rows import (
 )
 from batch_pipelines.ledger.schema import (
     INTENT_CREATED,
-    ITEM_STAGE_COLUMNS,
     INTENT_SUBMITTED,
     INTENT_UPLOADED,
+    ITEM_STAGE_COLUMNS,
     PENDING,
     RECONCILE_DONE,
     RECONCILE_NONE,
@@ -116,7 +118,16 @@ _ANALYZE_AFTER_ROWS = 10_000
 # Any 64-bit constant: serialises schema creation between processes on PostgreSQL.
 _SCHEMA_LOCK_KEY = 0x6270_6C65_6467_6572
 
-_STAGE_COLUMNS = ("custom_id", "kind", "reason", "status_code", "error_code", *USAGE_COLUMNS, "cost_usd", "sync_equivalent_usd")
+_STAGE_COLUMNS = (
+    "custom_id",
+    "kind",
+    "reason",
+    "status_code",
+    "error_code",
+    *USAGE_COLUMNS,
+    "cost_usd",
+    "sync_equivalent_usd",
+)
 
 
 def _chunks(values: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -126,7 +137,7 @@ def _chunks(values: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _estimate(metadata: Mapping[str, Any]) -> int | None:
@@ -352,7 +363,7 @@ class Ledger:
                 )
                 for r in chunk
             ]
-            inserted += self._write(lambda connection: self._insert_items(connection, rows))
+            inserted += self._write(lambda connection, rows=rows: self._insert_items(connection, rows))
         self._analyze_after_bulk(inserted, items_t)
         return inserted
 
@@ -397,8 +408,16 @@ class Ledger:
                 self._stage_keys(connection, chunk)
                 moved = connection.execute(
                     update(i)
-                    .where(in_chunk, hint(i.c.status).in_(from_statuses), hint(i.c.batch_key).is_distinct_from(batch_key))
-                    .values(status=SUBMITTED, batch_key=batch_key, lane=lane.value, attempts=i.c.attempts + 1, updated_at=now)
+                    .where(
+                        in_chunk, hint(i.c.status).in_(from_statuses), hint(i.c.batch_key).is_distinct_from(batch_key)
+                    )
+                    .values(
+                        status=SUBMITTED,
+                        batch_key=batch_key,
+                        lane=lane.value,
+                        attempts=i.c.attempts + 1,
+                        updated_at=now,
+                    )
                 ).rowcount
                 opened = connection.execute(
                     self._insert(attempts)
@@ -547,9 +566,8 @@ class Ledger:
         if closed > moved:
             # Attempts closed just now for items that had moved on (promoted elsewhere): the vendor
             # still charged for them, so those items' running totals include the cost.
-            closed_now = (
-                select(a.c.custom_id)
-                .where(a.c.job == job, a.c.partition == partition, a.c.batch_key == batch_key, a.c.closed_by == token)
+            closed_now = select(a.c.custom_id).where(
+                a.c.job == job, a.c.partition == partition, a.c.batch_key == batch_key, a.c.closed_by == token
             )
             connection.execute(
                 update(i)
@@ -593,9 +611,7 @@ class Ledger:
 
         return self._write(work)
 
-    def mark_for_retry(
-        self, job: str, partition: str, custom_ids: Iterable[str], *, lane: Lane | None = None
-    ) -> int:
+    def mark_for_retry(self, job: str, partition: str, custom_ids: Iterable[str], *, lane: Lane | None = None) -> int:
         """Retryable terminal items (any outcome but succeeded) -> pending, optionally on another lane.
 
         Attempts and accumulated cost stay; the item leaves its batch. Returns items moved.
@@ -684,9 +700,7 @@ class Ledger:
         i = items_t
         with self._reading() as connection:
             rows = connection.execute(
-                select(i.c.status, func.count())
-                .where(i.c.job == job, i.c.partition == partition)
-                .group_by(i.c.status)
+                select(i.c.status, func.count()).where(i.c.job == job, i.c.partition == partition).group_by(i.c.status)
             ).all()
         return {status: int(count) for status, count in rows}
 
@@ -751,8 +765,19 @@ class Ledger:
         sums = [func.sum(a.c[name]) for name in USAGE_COLUMNS]
         with self._reading() as connection:
             rows = connection.execute(
-                select(a.c.lane, a.c.model, flag, promoted, func.count(), func.sum(a.c.cost_usd), func.sum(a.c.sync_equivalent_usd), *sums)
-                .select_from(a.join(i, and_(i.c.job == a.c.job, i.c.partition == a.c.partition, i.c.custom_id == a.c.custom_id)))
+                select(
+                    a.c.lane,
+                    a.c.model,
+                    flag,
+                    promoted,
+                    func.count(),
+                    func.sum(a.c.cost_usd),
+                    func.sum(a.c.sync_equivalent_usd),
+                    *sums,
+                )
+                .select_from(
+                    a.join(i, and_(i.c.job == a.c.job, i.c.partition == a.c.partition, i.c.custom_id == a.c.custom_id))
+                )
                 .where(a.c.job == job, a.c.partition == partition, a.c.outcome.is_not(None))
                 .group_by(a.c.lane, a.c.model, flag, promoted)
                 .order_by(a.c.lane, a.c.model, flag, promoted)
@@ -779,7 +804,10 @@ class Ledger:
         with self._reading() as connection:
             count, earliest = connection.execute(
                 select(func.count(), func.min(i.c.deadline)).where(
-                    i.c.job == job, i.c.partition == partition, i.c.status == SUBMITTED, i.c.batch_key.in_(list(batch_keys))
+                    i.c.job == job,
+                    i.c.partition == partition,
+                    i.c.status == SUBMITTED,
+                    i.c.batch_key.in_(list(batch_keys)),
                 )
             ).one()
         return int(count), earliest
@@ -846,7 +874,9 @@ class Ledger:
         si = submit_intents
         with self._reading() as connection:
             rows = connection.execute(
-                select(si).where(si.c.job == job, si.c.partition == partition).order_by(si.c.created_at, si.c.intent_key)
+                select(si)
+                .where(si.c.job == job, si.c.partition == partition)
+                .order_by(si.c.created_at, si.c.intent_key)
             ).all()
         return [_intent_row(row) for row in rows]
 
@@ -950,7 +980,9 @@ class Ledger:
                     bindparam("new_is_terminal", type_=Boolean()),
                 ),
             )
-            .values(**{name: bindparam(f"new_{name}", type_=b.c[name].type) for name in fields}, updated_at=bindparam("now"))
+            .values(
+                **{name: bindparam(f"new_{name}", type_=b.c[name].type) for name in fields}, updated_at=bindparam("now")
+            )
         )
         updated = 0
         for chunk in _chunks(infos, self.chunk_size):
@@ -967,13 +999,17 @@ class Ledger:
                         **{f"new_{name}": values[name] for name in fields},
                     }
                 )
-            updated += self._write(lambda connection: connection.execute(stmt, params).rowcount)
+            updated += self._write(
+                lambda connection, stmt=stmt, params=params: connection.execute(stmt, params).rowcount
+            )
         return updated
 
     def get_batch(self, provider: str, vendor_batch_id: str) -> BatchRow | None:
         with self._reading() as connection:
             row = connection.execute(
-                select(batches_t).where(batches_t.c.provider == provider, batches_t.c.vendor_batch_id == vendor_batch_id)
+                select(batches_t).where(
+                    batches_t.c.provider == provider, batches_t.c.vendor_batch_id == vendor_batch_id
+                )
             ).first()
         return None if row is None else _batch_row(row)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from batch_pipelines.core.batches import BatchError, BatchInfo
 from batch_pipelines.core.outcomes import OutcomeKind

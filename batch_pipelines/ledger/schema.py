@@ -7,7 +7,7 @@ are timezone-aware UTC on the way in and out (SQLite keeps them as naive UTC tex
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
@@ -93,7 +93,7 @@ class Money(TypeDecorator[Decimal]):
 def to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value.isoformat()} given to the ledger; use a timezone-aware one")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -112,8 +112,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 metadata = MetaData()
@@ -141,6 +141,7 @@ USAGE_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "o
 
 def _usage_columns() -> list[Column[Any]]:
     return [Column(name, BigInteger, nullable=False, server_default=text("0")) for name in USAGE_COLUMNS]
+
 
 ledger_meta = Table(
     "bp_ledger_meta",

@@ -159,10 +159,16 @@ class AnthropicBatchLane(BatchLaneBase):
     def delete_file(self, file_id: str) -> None:
         return None
 
-    def iter_batches(self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES) -> Iterator[BatchInfo]:
+    def iter_batches(
+        self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES
+    ) -> Iterator[BatchInfo]:
         """The list endpoint, newest first, stopping at batches older than ``created_after``."""
         return self._iter_list_pages(
-            BATCHES_PATH, cursor_param="after_id", parse=parse_anthropic_batch, created_after=created_after, max_pages=max_pages
+            BATCHES_PATH,
+            cursor_param="after_id",
+            parse=parse_anthropic_batch,
+            created_after=created_after,
+            max_pages=max_pages,
         )
 
     # -- watch ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +23,6 @@ from batch_pipelines.core.outcomes import ItemOutcome
 from batch_pipelines.providers.config import ProviderConfig
 from batch_pipelines.providers.results_parsing import ParseReport, iter_outcomes
 from batch_pipelines.providers.retry import RetryPolicy, send_with_retry
-
 
 ONE_SHOT = RetryPolicy(max_attempts=1)
 """For calls that must not be repeated blindly (create): the lane decides what to do next."""
@@ -46,13 +45,13 @@ def epoch_to_datetime(value: Any) -> datetime | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 
@@ -107,7 +106,9 @@ class BatchLaneBase:
         try:
             return require_dict(response.json(), f"{method} {httpx.URL(url).path} response")
         except ValueError:
-            raise MalformedResponseError(f"{method} {httpx.URL(url).path} did not answer JSON", status_code=response.status_code) from None
+            raise MalformedResponseError(
+                f"{method} {httpx.URL(url).path} did not answer JSON", status_code=response.status_code
+            ) from None
 
     # -- downloads -----------------------------------------------------------------------------
     def _iter_list_pages(
@@ -181,7 +182,7 @@ class BatchLaneBase:
             try:
                 response = send_with_retry(
                     self.http,
-                    lambda: self.http.build_request("GET", url, headers=headers),
+                    lambda headers=headers: self.http.build_request("GET", url, headers=headers),
                     self.retry,
                     sleep=self.sleep,
                     clock=self.clock,
@@ -206,7 +207,9 @@ class BatchLaneBase:
                     response.close()
                 break
             except httpx.TransportError as exc:  # the stream broke part-way: keep what arrived
-                delay = self.retry.next_delay(attempt=attempt, elapsed=self.clock() - started, hint=None, rand=random.random())
+                delay = self.retry.next_delay(
+                    attempt=attempt, elapsed=self.clock() - started, hint=None, rand=random.random()
+                )
                 if delay is None:
                     raise ProviderError(
                         f"download of {httpx.URL(url).path} broke {attempt} time(s); giving up: {type(exc).__name__}",

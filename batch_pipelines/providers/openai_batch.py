@@ -25,6 +25,7 @@ from batch_pipelines.core.batches import BatchError, BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError, QueueFullError
 from batch_pipelines.core.sharding import Shard
 from batch_pipelines.core.status import normalise_status
+from batch_pipelines.core.usage import Usage
 from batch_pipelines.providers.batch_lane import (
     DEFAULT_MAX_PAGES,
     ONE_SHOT,
@@ -37,7 +38,6 @@ from batch_pipelines.providers.batch_lane import (
 from batch_pipelines.providers.http import vendor_error
 from batch_pipelines.providers.results_parsing import openai_usage
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
-from batch_pipelines.core.usage import Usage
 
 INTENT_KEY = "bp_intent"
 FINGERPRINT_KEY = "bp_fingerprint"
@@ -67,7 +67,11 @@ def parse_openai_batch(payload: Any, provider: str) -> BatchInfo:
     )
     metadata = metadata_of(data)
     ended = next(
-        (epoch_to_datetime(data.get(k)) for k in ("completed_at", "failed_at", "expired_at", "cancelled_at") if data.get(k)),
+        (
+            epoch_to_datetime(data.get(k))
+            for k in ("completed_at", "failed_at", "expired_at", "cancelled_at")
+            if data.get(k)
+        ),
         None,
     )
     model = data.get("model") if isinstance(data.get("model"), str) else metadata.get(MODEL_KEY)
@@ -135,7 +139,12 @@ class OpenAIBatchLane(BatchLaneBase):
             "input_file_id": input_file_id,
             "endpoint": shard.endpoint.value,
             "completion_window": "24h",
-            "metadata": {**(metadata or {}), INTENT_KEY: intent_key, FINGERPRINT_KEY: fingerprint, MODEL_KEY: shard.model},
+            "metadata": {
+                **(metadata or {}),
+                INTENT_KEY: intent_key,
+                FINGERPRINT_KEY: fingerprint,
+                MODEL_KEY: shard.model,
+            },
         }
         started = self.clock()
         attempt = 0
@@ -161,12 +170,16 @@ class OpenAIBatchLane(BatchLaneBase):
                 if code in QUEUE_FULL_CODES:
                     raise QueueFullError(
                         f"creating the batch for {intent_key} was refused: {message}",
-                        status_code=response.status_code, error_code=code, retry_after=hint,
+                        status_code=response.status_code,
+                        error_code=code,
+                        retry_after=hint,
                     )
                 failure_cls = QueueFullError if response.status_code == 429 else ProviderError
                 failure = failure_cls(
                     f"POST /batches failed with HTTP {response.status_code}: {message}",
-                    status_code=response.status_code, error_code=code, retry_after=hint,
+                    status_code=response.status_code,
+                    error_code=code,
+                    retry_after=hint,
                 )
                 if not self.retry.retryable_status(response.status_code):
                     raise failure
@@ -174,7 +187,9 @@ class OpenAIBatchLane(BatchLaneBase):
                 existing = self.find_by_intent(intent_key, created_after=created_after)
                 if existing is not None:
                     return existing
-            delay = self.retry.next_delay(attempt=attempt, elapsed=self.clock() - started, hint=hint, rand=random.random())
+            delay = self.retry.next_delay(
+                attempt=attempt, elapsed=self.clock() - started, hint=hint, rand=random.random()
+            )
             if delay is None:
                 raise failure
             self.sleep(delay)
@@ -188,7 +203,9 @@ class OpenAIBatchLane(BatchLaneBase):
                 return info
         return None
 
-    def iter_batches(self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES) -> Iterator[BatchInfo]:
+    def iter_batches(
+        self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES
+    ) -> Iterator[BatchInfo]:
         """``GET /batches`` page by page, newest first, stopping at batches older than ``created_after``."""
         return self._iter_list_pages(
             "/batches", cursor_param="after", parse=parse_openai_batch, created_after=created_after, max_pages=max_pages
@@ -249,8 +266,14 @@ class OpenAIBatchLane(BatchLaneBase):
     def download_results(self, info: BatchInfo, dest_dir: str | Path) -> ResultFiles:
         """The output and error files (either may be absent), streamed to ``dest_dir``."""
         dest = Path(dest_dir)
-        output = self.download(f"/files/{info.output_file_id}/content", dest / "output.jsonl") if info.output_file_id else None
-        errors = self.download(f"/files/{info.error_file_id}/content", dest / "errors.jsonl") if info.error_file_id else None
+        output = (
+            self.download(f"/files/{info.output_file_id}/content", dest / "output.jsonl")
+            if info.output_file_id
+            else None
+        )
+        errors = (
+            self.download(f"/files/{info.error_file_id}/content", dest / "errors.jsonl") if info.error_file_id else None
+        )
         return ResultFiles("openai", output, errors)
 
 

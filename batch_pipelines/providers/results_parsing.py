@@ -76,7 +76,10 @@ OPENAI_LINE_SCHEMA = pa.schema(
                                         ]
                                     ),
                                 ),
-                                ("error", pa.struct([("message", pa.string()), ("code", pa.string()), ("type", pa.string())])),
+                                (
+                                    "error",
+                                    pa.struct([("message", pa.string()), ("code", pa.string()), ("type", pa.string())]),
+                                ),
                             ]
                         ),
                     ),
@@ -177,7 +180,9 @@ def openai_line_outcome(line: dict[str, Any], default_model: str | None) -> Item
             body = {}
         model = body.get("model") if isinstance(body.get("model"), str) else default_model
         if status == 200:
-            return ItemOutcome(custom_id, OutcomeKind.SUCCEEDED, None, openai_usage(body.get("usage")), body, 200, None, model)
+            return ItemOutcome(
+                custom_id, OutcomeKind.SUCCEEDED, None, openai_usage(body.get("usage")), body, 200, None, model
+            )
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
         code = error.get("code") or error.get("type")
         return ItemOutcome(
@@ -193,10 +198,22 @@ def openai_line_outcome(line: dict[str, Any], default_model: str | None) -> Item
     error = line.get("error")
     if isinstance(error, dict):
         code = error.get("code")
-        kind = OutcomeKind.EXPIRED if code in EXPIRED_CODES else OutcomeKind.CANCELLED if code in CANCELLED_CODES else OutcomeKind.FAILED
+        kind = (
+            OutcomeKind.EXPIRED
+            if code in EXPIRED_CODES
+            else OutcomeKind.CANCELLED
+            if code in CANCELLED_CODES
+            else OutcomeKind.FAILED
+        )
         return ItemOutcome(
-            custom_id, kind, _reason(error.get("message")) or str(code), ZERO_USAGE, None, None,
-            str(code) if code is not None else None, default_model,
+            custom_id,
+            kind,
+            _reason(error.get("message")) or str(code),
+            ZERO_USAGE,
+            None,
+            None,
+            str(code) if code is not None else None,
+            default_model,
         )
     return None
 
@@ -213,7 +230,9 @@ def anthropic_line_outcome(line: dict[str, Any], default_model: str | None) -> I
         if not isinstance(message, dict):
             return None
         model = message.get("model") if isinstance(message.get("model"), str) else default_model
-        return ItemOutcome(custom_id, OutcomeKind.SUCCEEDED, None, anthropic_usage(message.get("usage")), message, 200, None, model)
+        return ItemOutcome(
+            custom_id, OutcomeKind.SUCCEEDED, None, anthropic_usage(message.get("usage")), message, 200, None, model
+        )
     if kind == "errored":
         error = result.get("error")
         # The documented shape nests the API error: {"type": "error", "error": {"type", "message"}}.
@@ -232,9 +251,13 @@ def anthropic_line_outcome(line: dict[str, Any], default_model: str | None) -> I
             default_model,
         )
     if kind == "canceled":
-        return ItemOutcome(custom_id, OutcomeKind.CANCELLED, "the batch was cancelled before this request ran", model=default_model)
+        return ItemOutcome(
+            custom_id, OutcomeKind.CANCELLED, "the batch was cancelled before this request ran", model=default_model
+        )
     if kind == "expired":
-        return ItemOutcome(custom_id, OutcomeKind.EXPIRED, "the batch expired before this request ran", model=default_model)
+        return ItemOutcome(
+            custom_id, OutcomeKind.EXPIRED, "the batch expired before this request ran", model=default_model
+        )
     return None
 
 

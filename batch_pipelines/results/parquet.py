@@ -81,7 +81,9 @@ def response_text(response: Any) -> str | None:
         return content if isinstance(content, str) else None
     content = response.get("content")
     if isinstance(content, list):
-        return "".join(block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text")
+        return "".join(
+            block.get("text", "") for block in content if isinstance(block, dict) and block.get("type") == "text"
+        )
     return None
 
 
@@ -168,7 +170,9 @@ class OutcomeParquetWriter:
         if len(self._rows) >= self._batch_rows:
             self._flush()
 
-    def write_all(self, outcomes: Iterable[ItemOutcome], costs: Mapping[str, tuple[Decimal, Decimal]] | None = None) -> None:
+    def write_all(
+        self, outcomes: Iterable[ItemOutcome], costs: Mapping[str, tuple[Decimal, Decimal]] | None = None
+    ) -> None:
         for outcome in outcomes:
             self.write(outcome, costs.get(outcome.custom_id) if costs else None)
 
@@ -183,7 +187,7 @@ class OutcomeParquetWriter:
             return
         columns = list(zip(*self._rows))
         arrays = []
-        for (name, kind), values in zip(((f.name, f.type) for f in OUTCOMES_SCHEMA), columns):
+        for kind, values in zip((f.type for f in OUTCOMES_SCHEMA), columns):
             if kind == COST_TYPE:
                 values = [v.quantize(Decimal(1).scaleb(-_COST_SCALE)) for v in values]
             arrays.append(pa.array(values, type=kind))
@@ -294,8 +298,11 @@ def _outcome_columns(batch: pa.RecordBatch, default_model: str | None) -> dict[s
         OutcomeKind.FAILED.value,
     )
     reason = pc.if_else(
-        ok, pa.scalar(None, pa.string()),
-        pc.if_else(has_status, pc.coalesce(_field(body_error, "message"), pa.scalar("failed")), _field(error, "message")),
+        ok,
+        pa.scalar(None, pa.string()),
+        pc.if_else(
+            has_status, pc.coalesce(_field(body_error, "message"), pa.scalar("failed")), _field(error, "message")
+        ),
     )
     reason = pc.utf8_slice_codeunits(reason, 0, MAX_REASON_CHARS)
     code = pc.if_else(has_status, pc.coalesce(_field(body_error, "code"), _field(body_error, "type")), error_code)
@@ -314,7 +321,11 @@ def _outcome_columns(batch: pa.RecordBatch, default_model: str | None) -> dict[s
     output = tokens("completion_tokens")
     reasoning = np.minimum(tokens("completion_tokens_details", "reasoning_tokens"), output)
     choices = _field(response, "body", "choices")
-    first = pc.if_else(pc.fill_null(pc.greater(pc.list_value_length(choices), pa.scalar(0, pa.int32())), pa.scalar(False)), choices, pa.scalar(None, choices.type))
+    first = pc.if_else(
+        pc.fill_null(pc.greater(pc.list_value_length(choices), pa.scalar(0, pa.int32())), pa.scalar(False)),
+        choices,
+        pa.scalar(None, choices.type),
+    )
     text = _field(pc.list_element(first, 0), "message", "content")
     return {
         "custom_id": batch.column("custom_id"),
@@ -350,7 +361,10 @@ def _reconcile(ids: pa.Array, expected: pa.Array, report: ParseReport) -> tuple[
     seen[unique_positions] = True
     unexpected = ~valid
     duplicates = valid & ~keep
-    for mask, note, attr in ((unexpected, report.note_unexpected, "unexpected"), (duplicates, report.note_duplicate, "duplicates")):
+    for mask, note, attr in (
+        (unexpected, report.note_unexpected, "unexpected"),
+        (duplicates, report.note_duplicate, "duplicates"),
+    ):
         total = int(mask.sum())
         if total:
             examples = ids.filter(pa.array(mask)).to_pylist()[:20]
@@ -389,7 +403,11 @@ class _TableSink:
                 value = pa.array(usage[f.name], type=pa.int64())
             else:
                 value = columns[f.name]
-                value = value.cast(f.type) if isinstance(value, (pa.Array, pa.ChunkedArray)) else pa.array(value, type=f.type)
+                value = (
+                    value.cast(f.type)
+                    if isinstance(value, (pa.Array, pa.ChunkedArray))
+                    else pa.array(value, type=f.type)
+                )
             arrays.append(value)
         return pa.Table.from_arrays(arrays, schema=OUTCOMES_SCHEMA)
 
@@ -419,7 +437,11 @@ class _TableSink:
         if len(missing):
             reason = missing_reason(report)
             self.writer.write_table(
-                self.table(_outcome_lists([ItemOutcome(cid, OutcomeKind.MISSING, reason, model=model) for cid in missing.to_pylist()]))
+                self.table(
+                    _outcome_lists(
+                        [ItemOutcome(cid, OutcomeKind.MISSING, reason, model=model) for cid in missing.to_pylist()]
+                    )
+                )
             )
         path = self.writer.close()
         for entry in pc.value_counts(pq.read_table(path, columns=["status"]).column("status")).to_pylist():
@@ -462,7 +484,11 @@ def write_openai_results_parquet(
     summary = ResultsTableSummary()
     report = summary.report
     rates = TokenRates.from_price_book(price_book, model, lane) if price_book is not None and model else None
-    expected = expected_custom_ids if isinstance(expected_custom_ids, pa.Array) else pa.array(list(expected_custom_ids), type=pa.string())
+    expected = (
+        expected_custom_ids
+        if isinstance(expected_custom_ids, pa.Array)
+        else pa.array(list(expected_custom_ids), type=pa.string())
+    )
     sink = _TableSink(Path(dest), rates, summary)
     try:
         for path in paths:
@@ -474,7 +500,9 @@ def write_openai_results_parquet(
                 continue
             for block in _iter_blocks(Path(path)):
                 try:
-                    table = pj.read_json(pa.BufferReader(block), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS)
+                    table = pj.read_json(
+                        pa.BufferReader(block), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS
+                    )
                 except pa.ArrowInvalid:
                     # pyarrow refuses a block with one bad line; orjson skips just that line.
                     _orjson_lines(block.to_pybytes().splitlines(), model, report, sink)

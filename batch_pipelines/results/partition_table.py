@@ -9,9 +9,10 @@ no duplicated row whatever was replayed.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -109,14 +110,14 @@ class AttemptTableWriter:
 def _vector_array(values: list[Any]) -> pa.Array:
     """Vectors as a Parquet fixed-size list of float32 (nulls where an item has none)."""
     size = next((len(v) for v in values if v is not None), 0)
-    flat = pa.array(
-        [x for v in values for x in (v if v is not None else [0.0] * size)], type=pa.float32()
-    )
+    flat = pa.array([x for v in values for x in (v if v is not None else [0.0] * size)], type=pa.float32())
     mask = pa.array([v is None for v in values])
     return pa.FixedSizeListArray.from_arrays(flat, size, mask=mask) if size else pa.array(values)
 
 
-def write_partition_table(attempts_dir: Path, dest: Path, ledger: Any, job: str, partition: str, vector_column: str | None = None) -> Path:
+def write_partition_table(
+    attempts_dir: Path, dest: Path, ledger: Any, job: str, partition: str, vector_column: str | None = None
+) -> Path:
     """Merge the attempt files, keeping each item's final attempt as the ledger records it."""
     files = sorted(Path(attempts_dir).glob("*.parquet"))
     final_key = {item.custom_id: item.batch_key for item in ledger.iter_items(job, partition)}

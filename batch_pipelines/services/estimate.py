@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Iterable
 
 from batch_pipelines.core import tokens
-from batch_pipelines.core.pricing import Discounts, NO_DISCOUNTS, PriceBook
+from batch_pipelines.core.pricing import NO_DISCOUNTS, Discounts, PriceBook
 from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
 from batch_pipelines.core.usage import Usage
 
@@ -53,7 +53,9 @@ def estimate_requests(
     """Sum estimated usage per model, then price each model once (exact and fast)."""
     estimate = Estimate()
     for request in requests:
-        usage = Usage(input_tokens=input_tokens(request), output_tokens=expected_output_tokens(request, expected_output))
+        usage = Usage(
+            input_tokens=input_tokens(request), output_tokens=expected_output_tokens(request, expected_output)
+        )
         estimate.per_model[request.model] = estimate.per_model[request.model] + usage
         estimate.requests += 1
         estimate.input_tokens += usage.input_tokens

@@ -13,15 +13,15 @@ import hashlib
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
-from batch_pipelines.core.batches import BatchInfo
+from batch_pipelines.core.batches import QUEUE_FULL_CODES, BatchInfo
 from batch_pipelines.core.errors import BudgetExceededError
-from batch_pipelines.core.batches import QUEUE_FULL_CODES
 from batch_pipelines.core.lanes import (
     LanePolicy,
     RetryVerdict,
@@ -33,8 +33,8 @@ from batch_pipelines.core.lanes import (
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.core.requests import Lane, LLMRequest
-from batch_pipelines.core.usage import Usage
 from batch_pipelines.core.status import BatchStatus
+from batch_pipelines.core.usage import Usage
 from batch_pipelines.ledger import Ledger
 from batch_pipelines.ledger.ledger import PROMOTION_KEY_PREFIX
 from batch_pipelines.providers.client import ProviderClient, build_client
@@ -54,7 +54,7 @@ STRANDED_LOOKBACK = timedelta(hours=24)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _charge_unreadable_lines(outcomes: Iterable[ItemOutcome], billed: Usage) -> Iterator[ItemOutcome]:
@@ -78,7 +78,9 @@ def _charge_unreadable_lines(outcomes: Iterable[ItemOutcome], billed: Usage) -> 
                 max(0, billed.reasoning_tokens - seen.reasoning_tokens),
             )
             if gap.input_tokens or gap.output_tokens:
-                outcome = replace(outcome, usage=gap, reason=f"{outcome.reason}; usage billed for unreadable lines recorded here")
+                outcome = replace(
+                    outcome, usage=gap, reason=f"{outcome.reason}; usage billed for unreadable lines recorded here"
+                )
         else:
             seen += outcome.usage
         yield outcome
@@ -212,7 +214,9 @@ class Gateway:
         self.ledger.close()
 
     # -- submit ----------------------------------------------------------------------------
-    def estimate(self, requests: Sequence[LLMRequest], *, expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS) -> Estimate:
+    def estimate(
+        self, requests: Sequence[LLMRequest], *, expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS
+    ) -> Estimate:
         for model in {r.model for r in requests}:
             self.registry.provider_for(model)  # an unroutable model fails before any spend
             self.price_book.price(model)
@@ -336,7 +340,9 @@ class Gateway:
                     cancel_requested.append(row.vendor_batch_id)
             no_time_to_wait = now + self.policy.sync_duration(remaining) + self.policy.safety_margin >= earliest
             actions.append(
-                DeadlineAction(job, partition, remaining, earliest, tuple(cancel_requested), no_time_to_wait, tuple(open_ids))
+                DeadlineAction(
+                    job, partition, remaining, earliest, tuple(cancel_requested), no_time_to_wait, tuple(open_ids)
+                )
             )
         return actions
 
@@ -360,7 +366,13 @@ class Gateway:
             return 0
         attempts_dir = self.results_dir / job / partition / "attempts"
         self._run_on_sync(
-            job, partition, rebuild_requests(waiting), attempts_dir, parse_response, vector_column, prefix=PROMOTION_KEY_PREFIX
+            job,
+            partition,
+            rebuild_requests(waiting),
+            attempts_dir,
+            parse_response,
+            vector_column,
+            prefix=PROMOTION_KEY_PREFIX,
         )
         return len(waiting)
 
@@ -417,7 +429,12 @@ class Gateway:
         if unfinished == 0:  # a new batch's items are 'submitted' until it is collected
             report.complete = True
             report.results_path = write_partition_table(
-                attempts_dir, self.results_dir / job / f"{partition}.parquet", self.ledger, job, partition, vector_column
+                attempts_dir,
+                self.results_dir / job / f"{partition}.parquet",
+                self.ledger,
+                job,
+                partition,
+                vector_column,
             )
         return report
 
@@ -432,7 +449,9 @@ class Gateway:
                 report.paid_twice_usd += group.cost_usd
                 report.promotion_extra_cost_usd += group.cost_usd
 
-    def _transform(self, outcome: ItemOutcome, parse_response: ParseResponse | None) -> tuple[ItemOutcome, Mapping[str, Any]]:
+    def _transform(
+        self, outcome: ItemOutcome, parse_response: ParseResponse | None
+    ) -> tuple[ItemOutcome, Mapping[str, Any]]:
         if outcome.kind is not OutcomeKind.SUCCEEDED or parse_response is None:
             return outcome, {}
         try:
@@ -510,10 +529,26 @@ class Gateway:
         if billed is not None:
             outcomes = _charge_unreadable_lines(outcomes, billed)
         with AttemptTableWriter(attempts_dir / f"{row.vendor_batch_id}.parquet", vector_column) as writer:
-            self._record(job, partition, row.vendor_batch_id, outcomes, Lane.BATCH, writer, parse_response, info.model or row.model)
+            self._record(
+                job,
+                partition,
+                row.vendor_batch_id,
+                outcomes,
+                Lane.BATCH,
+                writer,
+                parse_response,
+                info.model or row.model,
+            )
 
     def _resume_stranded(
-        self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, rebuild_requests, vector_column
+        self,
+        job,
+        partition,
+        report: ReconcileReport,
+        attempts_dir: Path,
+        parse_response,
+        rebuild_requests,
+        vector_column,
     ) -> None:
         """Send again the items no batch or run is working on, so a partition can always finish.
 
@@ -557,7 +592,16 @@ class Gateway:
             lane = choose_retry_lane(len(ids), deadline, now, self.policy)
         round_no = max(i.attempts for i in pending)
         self._send_round(
-            job, partition, report, attempts_dir, parse_response, rebuild_requests(ids), vector_column, lane, round_no, limit
+            job,
+            partition,
+            report,
+            attempts_dir,
+            parse_response,
+            rebuild_requests(ids),
+            vector_column,
+            lane,
+            round_no,
+            limit,
         )
 
     def _intent_size(self, row: Any) -> int:
@@ -565,8 +609,17 @@ class Gateway:
         return intent.item_count if intent is not None else (row.total or 1)
 
     def _send_round(
-        self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, requests, vector_column,
-        lane: Lane, round_no: int, max_shard_requests: int | None = None,
+        self,
+        job,
+        partition,
+        report: ReconcileReport,
+        attempts_dir: Path,
+        parse_response,
+        requests,
+        vector_column,
+        lane: Lane,
+        round_no: int,
+        max_shard_requests: int | None = None,
     ) -> None:
         """Send ``requests`` again on ``lane``; ``round_no`` is the attempts the items already made.
 
@@ -595,12 +648,26 @@ class Gateway:
             report.resubmitted += len(share)
             report.new_batch_ids.extend(i.vendor_batch_id for i in infos)
 
-    def _retry(self, job, partition, report: ReconcileReport, attempts_dir: Path, parse_response, rebuild_requests, vector_column) -> None:
+    def _retry(
+        self,
+        job,
+        partition,
+        report: ReconcileReport,
+        attempts_dir: Path,
+        parse_response,
+        rebuild_requests,
+        vector_column,
+    ) -> None:
         retry_ids: list[str] = []
         deadlines: list[datetime] = []
         round_no = 0
-        for item in self.ledger.iter_items(job, partition, statuses=[k.value for k in OutcomeKind if k is not OutcomeKind.SUCCEEDED]):
-            if retry_verdict(item.status, item.attempts, item.status_code, self.policy, item.error_code) is RetryVerdict.RETRY:
+        for item in self.ledger.iter_items(
+            job, partition, statuses=[k.value for k in OutcomeKind if k is not OutcomeKind.SUCCEEDED]
+        ):
+            if (
+                retry_verdict(item.status, item.attempts, item.status_code, self.policy, item.error_code)
+                is RetryVerdict.RETRY
+            ):
                 retry_ids.append(item.custom_id)
                 round_no = max(round_no, item.attempts)
                 if item.deadline is not None:
@@ -610,11 +677,27 @@ class Gateway:
         lane = choose_retry_lane(len(retry_ids), min(deadlines) if deadlines else None, self._clock(), self.policy)
         self.ledger.mark_for_retry(job, partition, retry_ids, lane=lane)
         self._send_round(
-            job, partition, report, attempts_dir, parse_response, rebuild_requests(retry_ids), vector_column, lane, round_no
+            job,
+            partition,
+            report,
+            attempts_dir,
+            parse_response,
+            rebuild_requests(retry_ids),
+            vector_column,
+            lane,
+            round_no,
         )
 
     def _run_on_sync(
-        self, job, partition, requests: list[LLMRequest], attempts_dir: Path, parse_response, vector_column, *, prefix: str = "sync-"
+        self,
+        job,
+        partition,
+        requests: list[LLMRequest],
+        attempts_dir: Path,
+        parse_response,
+        vector_column,
+        *,
+        prefix: str = "sync-",
     ) -> None:
         ids = sorted(r.custom_id for r in requests)
         # A fresh key per run: the ledger refuses to reuse one, so a replay cannot double-count.

@@ -24,8 +24,8 @@ after a batch exists).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,17 @@ from batch_pipelines.core.sharding import Shard, ShardLimits, shard_requests, sp
 
 CrashHook = Callable[[str], None]
 
-SUBMIT_STEPS = ("sharded", "intent", "uploaded", "upload_recorded", "created", "submitted", "recorded", "assigned", "cleaned")
+SUBMIT_STEPS = (
+    "sharded",
+    "intent",
+    "uploaded",
+    "upload_recorded",
+    "created",
+    "submitted",
+    "recorded",
+    "assigned",
+    "cleaned",
+)
 # Vendor and ledger clocks may disagree; look this far before the intent for its batch.
 CLOCK_SKEW = timedelta(minutes=10)
 MIN_SPLIT_REQUESTS = 2
@@ -179,7 +189,9 @@ class _ShardSubmitter:
         if ledger.get_batch(self.provider, info.vendor_batch_id) is None:
             ledger.record_batch(info, intent_key=key, job=self.job, partition=self.partition)
         hook("recorded")
-        ledger.assign_items(self.job, self.partition, shard.iter_custom_ids(), batch_key=info.vendor_batch_id, lane=Lane.BATCH)
+        ledger.assign_items(
+            self.job, self.partition, shard.iter_custom_ids(), batch_key=info.vendor_batch_id, lane=Lane.BATCH
+        )
         hook("assigned")
         for file_id in lane.find_orphan_uploads(key, keep=info.input_file_id):
             lane.delete_file(file_id)

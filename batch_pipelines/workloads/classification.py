@@ -17,7 +17,8 @@ from batch_pipelines.workloads.common import SyntheticInputConfig, chat_text
 daily = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
 LABELS = synthetic.LABELS
 GUIDE = "\n".join(
-    f"- {label}: " + {
+    f"- {label}: "
+    + {
         "billing": "charges, invoices, refunds, plans and payment methods.",
         "bug": "the product misbehaves: crashes, errors, wrong results, broken buttons.",
         "account_access": "logging in, passwords, two-factor codes, locked or disabled accounts.",

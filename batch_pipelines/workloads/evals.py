@@ -30,7 +30,10 @@ def eval_cases(context: dg.AssetExecutionContext, config: SyntheticInputConfig) 
 
 def _request(row: dict) -> dict:
     prompt = f"Question: {row['question']}\nAnswer: {row['answer']}\nReference: {row['reference']}"
-    return {"max_completion_tokens": 80, "messages": [{"role": "system", "content": JUDGE}, {"role": "user", "content": prompt}]}
+    return {
+        "max_completion_tokens": 80,
+        "messages": [{"role": "system", "content": JUDGE}, {"role": "user", "content": prompt}],
+    }
 
 
 def _parse(response: dict) -> dict:

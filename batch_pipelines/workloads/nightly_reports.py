@@ -65,11 +65,21 @@ defs = batch_workload(workload)
 
 
 @dg.asset(partitions_def=daily, deps=[workload.results_key], group_name="nightly_reports", kinds={"markdown"})
-def daily_reports_digest(context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource) -> dg.MaterializeResult:
+def daily_reports_digest(
+    context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource
+) -> dg.MaterializeResult:
     """Every team's report in one markdown digest; runs only after the results pass their checks."""
     table = pd.read_parquet(batch_gateway.results_path(workload.name, context.partition_key))
     done = table[table["status"] == "succeeded"].sort_values("custom_id")
     digest = "\n\n".join(f"## {row.custom_id}\n\n{row.report_markdown}" for row in done.itertuples())
-    path = batch_gateway.results_path(workload.name, context.partition_key).with_name(f"{context.partition_key}-digest.md")
+    path = batch_gateway.results_path(workload.name, context.partition_key).with_name(
+        f"{context.partition_key}-digest.md"
+    )
     path.write_text(f"# Engineering digest {context.partition_key}\n\n{digest}\n", encoding="utf-8")
-    return dg.MaterializeResult(metadata={"teams": len(done), "digest_path": dg.MetadataValue.path(str(path)), "preview": dg.MetadataValue.md(digest[:2000])})
+    return dg.MaterializeResult(
+        metadata={
+            "teams": len(done),
+            "digest_path": dg.MetadataValue.path(str(path)),
+            "preview": dg.MetadataValue.md(digest[:2000]),
+        }
+    )

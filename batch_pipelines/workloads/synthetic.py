@@ -20,15 +20,36 @@ EVENTS = [
     ("oncall", "on-call handover for {svc}: {num} open tickets"),
 ]
 SERVICES = ["api-gateway", "ledger", "pricing", "notifications", "auth", "search-indexer", "cart", "feature-store"]
-CHANGES = ["retry budget for upstream calls", "new cache key layout", "schema migration", "feature flag cleanup", "timeout tuning"]
+CHANGES = [
+    "retry budget for upstream calls",
+    "new cache key layout",
+    "schema migration",
+    "feature flag cleanup",
+    "timeout tuning",
+]
 
 LABELS = ["billing", "bug", "account_access", "feature_request", "shipping", "other"]
 TICKET_TEMPLATES = {
-    "billing": ["I was charged twice for my {plan} plan this month", "My invoice shows the wrong billing amount after the upgrade"],
-    "bug": ["The export button crashes the app with a bug on {os}", "Found a bug: search results are empty after the last update on {os}"],
-    "account_access": ["I cannot log in to my account since I reset my password", "Two-factor codes never arrive, I am locked out of my account"],
-    "feature_request": ["Feature request: please add dark mode to the {os} app", "Could you add a feature to export reports as CSV?"],
-    "shipping": ["My order has not arrived and shipping tracking stopped updating", "The shipping address on order {num} is wrong"],
+    "billing": [
+        "I was charged twice for my {plan} plan this month",
+        "My invoice shows the wrong billing amount after the upgrade",
+    ],
+    "bug": [
+        "The export button crashes the app with a bug on {os}",
+        "Found a bug: search results are empty after the last update on {os}",
+    ],
+    "account_access": [
+        "I cannot log in to my account since I reset my password",
+        "Two-factor codes never arrive, I am locked out of my account",
+    ],
+    "feature_request": [
+        "Feature request: please add dark mode to the {os} app",
+        "Could you add a feature to export reports as CSV?",
+    ],
+    "shipping": [
+        "My order has not arrived and shipping tracking stopped updating",
+        "The shipping address on order {num} is wrong",
+    ],
     "other": ["Do you have an office in Lisbon?", "Just wanted to say thanks to the support team"],
 }
 TOPICS = [
@@ -65,9 +86,16 @@ def activity_by_group(partition: str, *, groups: int = 8, records_per_group: int
         for r in range(records_per_group):
             kind, template = rng.choice(EVENTS)
             text = template.format(
-                svc=rng.choice(SERVICES), major=rng.randint(1, 9), minor=rng.randint(0, 30), patch=rng.randint(0, 9),
-                mins=rng.randint(3, 90), num=rng.randint(100, 9999), change=rng.choice(CHANGES), ms=rng.randint(200, 2500),
-                exp=f"exp-{rng.randint(10, 99)}", lift=round(rng.uniform(0.2, 4.5), 1),
+                svc=rng.choice(SERVICES),
+                major=rng.randint(1, 9),
+                minor=rng.randint(0, 30),
+                patch=rng.randint(0, 9),
+                mins=rng.randint(3, 90),
+                num=rng.randint(100, 9999),
+                change=rng.choice(CHANGES),
+                ms=rng.randint(200, 2500),
+                exp=f"exp-{rng.randint(10, 99)}",
+                lift=round(rng.uniform(0.2, 4.5), 1),
             )
             lines.append(f"{partition} {8 + r // 2:02d}:{rng.randint(0, 59):02d} [{kind}] {text}.")
         rows.append({"group_id": team, "n_records": records_per_group, "activity": "\n".join(lines)})
@@ -80,8 +108,19 @@ def support_tickets(partition: str, *, rows: int = 200, seed: int = 7) -> pd.Dat
     out = []
     for i in range(rows):
         label = rng.choice(LABELS)
-        text = rng.choice(TICKET_TEMPLATES[label]).format(plan=rng.choice(["Pro", "Team", "Enterprise"]), os=rng.choice(["iOS", "Android", "Windows"]), num=rng.randint(1000, 99999))
-        out.append({"ticket_id": f"T{partition.replace('-', '')}-{i:05d}", "subject": text.split(",")[0][:60], "body": text, "true_label": label})
+        text = rng.choice(TICKET_TEMPLATES[label]).format(
+            plan=rng.choice(["Pro", "Team", "Enterprise"]),
+            os=rng.choice(["iOS", "Android", "Windows"]),
+            num=rng.randint(1000, 99999),
+        )
+        out.append(
+            {
+                "ticket_id": f"T{partition.replace('-', '')}-{i:05d}",
+                "subject": text.split(",")[0][:60],
+                "body": text,
+                "true_label": label,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -91,7 +130,13 @@ def corpus_chunks(shard: str, *, rows: int = 200, seed: int = 7) -> pd.DataFrame
     out = []
     for i in range(rows):
         sentences = rng.sample(TOPICS, k=rng.randint(2, 3))
-        out.append({"chunk_id": f"{shard}-{i:06d}", "doc_id": f"doc-{rng.randint(1, rows // 4 + 1):05d}", "text": " ".join(sentences)})
+        out.append(
+            {
+                "chunk_id": f"{shard}-{i:06d}",
+                "doc_id": f"doc-{rng.randint(1, rows // 4 + 1):05d}",
+                "text": " ".join(sentences),
+            }
+        )
     return pd.DataFrame(out)
 
 

@@ -19,9 +19,23 @@ def run(*args: str):
     ("args", "sync", "batch", "savings"),
     [
         (["--model", "gpt-5.4", "--input-tokens", "30M", "--output-tokens", "10M"], "225.00", "112.50", "112.50"),
-        (["--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M"], "270.00", "135.00", "135.00"),
         (
-            ["--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M", "--structural-discount", "0.15"],
+            ["--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M"],
+            "270.00",
+            "135.00",
+            "135.00",
+        ),
+        (
+            [
+                "--model",
+                "claude-sonnet-4.6",
+                "--input-tokens",
+                "40M",
+                "--output-tokens",
+                "10M",
+                "--structural-discount",
+                "0.15",
+            ],
             "229.50",
             "114.75",
             "114.75",
@@ -33,7 +47,16 @@ def run(*args: str):
             "1.375",
         ),
         (
-            ["--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M", "--credit-bonus", "0.25"],
+            [
+                "--model",
+                "claude-sonnet-4.6",
+                "--input-tokens",
+                "40M",
+                "--output-tokens",
+                "10M",
+                "--credit-bonus",
+                "0.25",
+            ],
             "216.00",
             "108.00",
             "108.00",
@@ -53,7 +76,16 @@ def test_json_output_reproduces_worked_examples(args, sync, batch, savings):
 
 def test_table_output_shows_both_lanes_and_savings():
     """The human output puts sync and batch side by side with the savings."""
-    result = run("--model", "claude-sonnet-4.6", "--input-tokens", "40M", "--output-tokens", "10M", "--structural-discount", "15%")
+    result = run(
+        "--model",
+        "claude-sonnet-4.6",
+        "--input-tokens",
+        "40M",
+        "--output-tokens",
+        "10M",
+        "--structural-discount",
+        "15%",
+    )
     assert result.exit_code == 0
     assert "$229.50" in result.output and "$114.75" in result.output and "savings $114.75 (50.00%)" in result.output
 
@@ -64,9 +96,18 @@ def test_table_output_shows_both_lanes_and_savings():
         (["--model", "gpt-5.4", "--input-tokens", "-1", "--output-tokens", "1"], "is not a token count"),
         (["--model", "gpt-9", "--input-tokens", "1", "--output-tokens", "1"], "unknown model 'gpt-9'"),
         (["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--structural-discount", "1"], "[0, 1)"),
-        (["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--structural-discount", "-0.2"], "[0, 1)"),
-        (["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--cached-input-tokens", "2"], "cannot exceed"),
-        (["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--prices", "/nonexistent.yaml"], "not found"),
+        (
+            ["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--structural-discount", "-0.2"],
+            "[0, 1)",
+        ),
+        (
+            ["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--cached-input-tokens", "2"],
+            "cannot exceed",
+        ),
+        (
+            ["--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--prices", "/nonexistent.yaml"],
+            "not found",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(args, message):

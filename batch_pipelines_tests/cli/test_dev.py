@@ -17,13 +17,15 @@ from batch_pipelines.workloads import classification
 # A parent that ignores SIGTERM with a child that does too: only SIGKILL to the group ends both.
 STUBBORN = (
     "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-    "subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)']);"
+    "subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, "
+    "signal.SIG_IGN); time.sleep(60)']);"
     "print('ready', flush=True); time.sleep(60)"
 )
 
 
 def test_started_child_has_default_sigint_even_when_parent_ignores_it():
-    """A child started while SIGINT is ignored (background, no job control) still gets SIGINT's default, so SIGTERM can stop dagster dev."""
+    """A child started while SIGINT is ignored (background, no job control) still gets SIGINT's default, so SIGTERM
+    can stop dagster dev."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         probe = start_process_group(
@@ -49,7 +51,12 @@ def test_stop_kills_the_whole_group_when_sigterm_is_ignored():
 
 def test_stop_is_graceful_when_the_group_obeys_sigterm():
     """A group that exits on SIGTERM is not SIGKILLed."""
-    process = start_process_group([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"], env=os.environ, stdout=subprocess.PIPE, text=True)
+    process = start_process_group(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+        env=os.environ,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout.readline().strip() == "ready"
     stop_process_group(process, grace_seconds=30)
     assert process.returncode == -signal.SIGTERM

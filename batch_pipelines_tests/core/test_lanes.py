@@ -1,6 +1,6 @@
 """Lane decisions: retries, retry lanes and deadline risk, as plain tables."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,7 +14,7 @@ from batch_pipelines.core.lanes import (
 )
 from batch_pipelines.core.requests import Lane
 
-NOW = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 POLICY = LanePolicy(max_attempts=3, max_invalid_output_attempts=2, sync_remainder_threshold=100)
 
 
@@ -39,7 +39,15 @@ def test_retry_verdict(status, attempts, code, verdict):
     assert retry_verdict(status, attempts, code, POLICY) is verdict
 
 
-@pytest.mark.parametrize(("error_code", "verdict"), [("connection_error", RetryVerdict.RETRY), ("timeout", RetryVerdict.RETRY), (None, RetryVerdict.DONE), ("invalid_json", RetryVerdict.DONE)])
+@pytest.mark.parametrize(
+    ("error_code", "verdict"),
+    [
+        ("connection_error", RetryVerdict.RETRY),
+        ("timeout", RetryVerdict.RETRY),
+        (None, RetryVerdict.DONE),
+        ("invalid_json", RetryVerdict.DONE),
+    ],
+)
 def test_failures_without_a_status_retry_only_when_the_vendor_was_not_reached(error_code, verdict):
     """A call that never reached the vendor may be retried; a failure with no status and another cause may not."""
     assert retry_verdict("failed", 1, None, POLICY, error_code) is verdict

@@ -59,7 +59,13 @@ def test_default_book_carries_the_reference_prices(model, sync_in, sync_out, bat
 
 def test_default_book_has_siblings_and_embedding_models():
     """gpt-5.4-mini, gemini-3-flash and the embedding models are priced too."""
-    for model in ("gpt-5.4-mini", "gemini-3-flash", "text-embedding-3-small", "text-embedding-3-large", "gemini-embedding-001"):
+    for model in (
+        "gpt-5.4-mini",
+        "gemini-3-flash",
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "gemini-embedding-001",
+    ):
         assert model in BOOK
     assert BOOK.price("text-embedding-3-small").kind == "embedding"
 
@@ -111,7 +117,8 @@ def test_user_file_overrides_and_extends_the_default_book(tmp_path):
     path.write_text(
         "models:\n"
         "  gpt-5.4:\n    sync: {input: '2.00', output: '10.00'}\n    batch: {input: '1.00', output: '5.00'}\n"
-        "  my-model:\n    provider: vllm\n    sync: {input: '1', output: '1'}\n    batch: {input: '0.5', output: '0.5'}\n"
+        "  my-model:\n    provider: vllm\n    sync: {input: '1', output: '1'}\n    batch: "
+        "{input: '0.5', output: '0.5'}\n"
     )
     book = PriceBook.default(path)
     assert book.price("gpt-5.4").sync.input == Decimal("2.00")

@@ -21,7 +21,9 @@ def chat(i: int, model: str = "gpt-5.4-mini", system: str | None = None, text: s
 
 
 def embed(i: int, inputs: int) -> LLMRequest:
-    return LLMRequest(f"e-{i}", Endpoint.EMBEDDINGS, "text-embedding-3-small", {"input": [f"chunk {i}.{k}" for k in range(inputs)]})
+    return LLMRequest(
+        f"e-{i}", Endpoint.EMBEDDINGS, "text-embedding-3-small", {"input": [f"chunk {i}.{k}" for k in range(inputs)]}
+    )
 
 
 def lines(shard) -> list[dict]:
@@ -65,7 +67,9 @@ def test_enqueued_token_budget_bounds_each_shard(tmp_path):
 
 def test_one_model_and_one_endpoint_per_shard(tmp_path):
     """Mixed models and endpoints never share a shard."""
-    requests = [chat(i, model="gpt-5.4" if i % 2 else "gpt-5.4-mini") for i in range(10)] + [embed(i, 1) for i in range(3)]
+    requests = [chat(i, model="gpt-5.4" if i % 2 else "gpt-5.4-mini") for i in range(10)] + [
+        embed(i, 1) for i in range(3)
+    ]
     shards = shard_requests(iter(requests), ShardLimits(max_requests=100, max_bytes=10**9), tmp_path)
     assert sorted((s.model, s.endpoint, s.request_count) for s in shards) == [
         ("gpt-5.4", Endpoint.CHAT, 5),
@@ -77,7 +81,8 @@ def test_one_model_and_one_endpoint_per_shard(tmp_path):
 
 
 def test_requests_sharing_a_long_system_prompt_land_in_the_same_shard(tmp_path):
-    """Interleaved requests of two system prompts come out grouped: each prompt's requests in one shard, in input order."""
+    """Interleaved requests of two system prompts come out grouped: each prompt's requests in one shard, in input
+    order."""
     requests = [chat(i, system=SYSTEM_A if i % 2 else SYSTEM_B) for i in range(40)]
     shards = shard_requests(iter(requests), ShardLimits(max_requests=20, max_bytes=10**9), tmp_path)
     assert len(shards) == 2
@@ -114,9 +119,17 @@ def test_lines_are_the_protocols_batch_input(tmp_path):
     """OpenAI lines carry method, url and body with the model; Anthropic lines carry params."""
     request = chat(7)
     assert orjson.loads(encode_line(request)) == {
-        "custom_id": "r-7", "method": "POST", "url": "/v1/chat/completions", "body": {**request.body, "model": "gpt-5.4-mini"},
+        "custom_id": "r-7",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {**request.body, "model": "gpt-5.4-mini"},
     }
-    message = LLMRequest("m-1", Endpoint.MESSAGES, "claude-sonnet-4.6", {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+    message = LLMRequest(
+        "m-1",
+        Endpoint.MESSAGES,
+        "claude-sonnet-4.6",
+        {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    )
     [shard] = shard_requests([message], ShardLimits(max_requests=10, max_bytes=10**6), tmp_path, protocol="anthropic")
     assert lines(shard) == [{"custom_id": "m-1", "params": {**message.body, "model": "claude-sonnet-4.6"}}]
 
@@ -125,7 +138,12 @@ def test_lines_are_the_protocols_batch_input(tmp_path):
     "requests, limits, protocol, match",
     [
         ([chat(1, text="x" * 5000)], ShardLimits(max_requests=10, max_bytes=4000), "openai", "byte cap"),
-        ([embed(1, 5)], ShardLimits(max_requests=10, max_bytes=10**6, max_embedding_inputs=3), "openai", "embedding-input cap"),
+        (
+            [embed(1, 5)],
+            ShardLimits(max_requests=10, max_bytes=10**6, max_embedding_inputs=3),
+            "openai",
+            "embedding-input cap",
+        ),
         ([chat(1), chat(1)], ShardLimits(max_requests=10, max_bytes=10**6), "openai", "appears twice"),
         ([chat(1)], ShardLimits(max_requests=10, max_bytes=10**6), "anthropic", "does not serve"),
     ],

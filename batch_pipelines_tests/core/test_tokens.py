@@ -11,7 +11,10 @@ def test_known_token_ids_match_o200k():
 def test_chat_prompt_counts_system_and_messages_with_overhead():
     """OpenAI and Anthropic shapes of the same prompt count the same tokens."""
     openai_body = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello world"}]}
-    anthropic_body = {"system": "Be brief.", "messages": [{"role": "user", "content": [{"type": "text", "text": "hello world"}]}]}
+    anthropic_body = {
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello world"}]}],
+    }
     expected = tokens.count_text("Be brief.") + 2 + 2 * tokens.TOKENS_PER_MESSAGE + tokens.TOKENS_PER_REPLY
     assert tokens.count_chat_prompt(openai_body) == expected
     assert tokens.count_chat_prompt(anthropic_body) == expected

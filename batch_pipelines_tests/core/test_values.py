@@ -1,6 +1,6 @@
 """Core values refuse impossible states and parse human quantities."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -60,7 +60,7 @@ def test_request_deadline_must_be_timezone_aware():
     """A naive deadline is ambiguous and refused."""
     with pytest.raises(InvalidInputError, match="naive deadline"):
         LLMRequest("a", Endpoint.CHAT, "gpt-5.4", {}, deadline=datetime(2026, 1, 1))
-    LLMRequest("a", Endpoint.CHAT, "gpt-5.4", {}, deadline=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    LLMRequest("a", Endpoint.CHAT, "gpt-5.4", {}, deadline=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import dagster as dg
+import pytest
 
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource, RetrySettings
 from batch_pipelines.emulator.testing import run_emulator
@@ -11,7 +11,9 @@ from batch_pipelines.emulator.testing import run_emulator
 
 @pytest.fixture
 def emu(tmp_path):
-    with run_emulator(profile={"seed": 1, "batch_completion_seconds": {"min": 60, "max": 600}}, state_dir=tmp_path / "emu") as emulator:
+    with run_emulator(
+        profile={"seed": 1, "batch_completion_seconds": {"min": 60, "max": 600}}, state_dir=tmp_path / "emu"
+    ) as emulator:
         yield emulator
 
 

@@ -19,7 +19,17 @@ def all_assets(defs: dg.Definitions) -> list[Any]:
     return [*(defs.assets or []), *(defs.asset_checks or [])]
 
 
-def materialize(defs: dg.Definitions, instance, selection, partition: str, resources, *, rows: int | None = None, upstream=None, raise_on_error=True):
+def materialize(
+    defs: dg.Definitions,
+    instance,
+    selection,
+    partition: str,
+    resources,
+    *,
+    rows: int | None = None,
+    upstream=None,
+    raise_on_error=True,
+):
     run_config = None
     if rows is not None and upstream is not None:
         run_config = {"ops": {upstream.to_python_identifier(): {"config": {"rows": rows}}}}
@@ -36,7 +46,9 @@ def materialize(defs: dg.Definitions, instance, selection, partition: str, resou
 
 def tick(defs: dg.Definitions, sensor: dg.SensorDefinition, instance) -> dg.SensorResult:
     resources = defs.resources
-    with dg.build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name, resources=resources) as context:
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, sensor_name=sensor.name, resources=resources
+    ) as context:
         result = sensor(context)
     for event in result.asset_events:
         instance.report_runless_asset_event(event)

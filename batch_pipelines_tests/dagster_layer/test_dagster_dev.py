@@ -11,10 +11,11 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -100,10 +101,19 @@ def dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
     port = _free_port()
     log_path = tmp_path / "dagster_dev.log"
     with run_emulator(profile="demo", time_scale=600.0, state_dir=tmp_path / "emulator") as emulator:
-        env = {**os.environ, "DAGSTER_HOME": str(home), EMULATOR_URL_ENV: emulator.base_url, SENSOR_INTERVAL_ENV: str(SENSOR_INTERVAL_S)}
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            EMULATOR_URL_ENV: emulator.base_url,
+            SENSOR_INTERVAL_ENV: str(SENSOR_INTERVAL_S),
+        }
         with log_path.open("wb") as log, httpx.Client(timeout=30.0) as client:
             process = start_process_group(
-                dagster_dev_command(PROJECT_DIR / "workspace.yaml", port=port), env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+                dagster_dev_command(PROJECT_DIR / "workspace.yaml", port=port),
+                env=env,
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             try:
                 yield DagsterDev(f"http://127.0.0.1:{port}", client, log_path, started_at=time.monotonic())
@@ -154,7 +164,10 @@ def _launch_submit_run(dev: DagsterDev, partition: str) -> str:
             },
             # In-process: a subprocess per step costs ~15 s on a busy 2-core runner. The sensor's
             # run keeps the default multiprocess executor, so that path is still the real one.
-            "runConfigData": {"ops": {"support_tickets": {"config": {"rows": ROWS}}}, "execution": {"config": {"in_process": {}}}},
+            "runConfigData": {
+                "ops": {"support_tickets": {"config": {"rows": ROWS}}},
+                "execution": {"config": {"in_process": {}}},
+            },
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
         },
     )
@@ -164,9 +177,7 @@ def _launch_submit_run(dev: DagsterDev, partition: str) -> str:
 
 
 def _runs(dev: DagsterDev) -> list[dict[str, Any]]:
-    data = dev.graphql(
-        """{ runsOrError(limit: 20) { ... on Runs { results { runId status tags { key value } } } } }"""
-    )
+    data = dev.graphql("""{ runsOrError(limit: 20) { ... on Runs { results { runId status tags { key value } } } } }""")
     return data["runsOrError"]["results"]
 
 
@@ -174,7 +185,8 @@ def _results_materialization(dev: DagsterDev, partition: str) -> dict[str, Any] 
     data = dev.graphql(
         """query($p: [String!]) { assetOrError(assetKey: {path: ["classification_results"]}) {
              ... on Asset { assetMaterializations(partitions: $p, limit: 1) { partition runId
-               metadataEntries { label ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } } } } } }""",
+               metadataEntries { label ... on IntMetadataEntry { intValue }
+                 ... on FloatMetadataEntry { floatValue } } } } } }""",
         p=[partition],
     )
     events = (data["assetOrError"] or {}).get("assetMaterializations") or []
@@ -208,9 +220,10 @@ def _fail_on_failed_run(dev: DagsterDev, runs: list[dict[str, Any]]) -> None:
 
 @pytest.mark.timeout(300)
 def test_daemon_runs_sensor_and_results_reach_graphql(dagster_dev: DagsterDev):
-    """Under `dagster dev`, a submitted partition is collected by the daemon's sensor run; metadata and checks show in GraphQL."""
+    """Under `dagster dev`, a submitted partition is collected by the daemon's sensor run; metadata and checks show
+    in GraphQL."""
     dev = dagster_dev
-    partition = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
+    partition = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     dev.wait_for("loaded code location", STARTUP_DEADLINE_S, lambda: _location_ready(dev))
     assert _sensor_status(dev, COMPLETION_SENSOR) == "RUNNING"
 

@@ -6,9 +6,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from batch_pipelines.core.errors import InvalidInputError
 from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
 from batch_pipelines.dagster_layer.workload import BatchWorkload, custom_id_for
-from batch_pipelines.core.errors import InvalidInputError
 from batch_pipelines.definitions import defs
 from batch_pipelines.workloads import classification
 
@@ -44,9 +44,13 @@ def test_cost_check_validates_budget(bad):
 
 def _workload(**overrides) -> BatchWorkload:
     fields = dict(
-        name="w", upstream="rows", partitions_def=DAILY, model="gpt-5.4-mini",
+        name="w",
+        upstream="rows",
+        partitions_def=DAILY,
+        model="gpt-5.4-mini",
         build_request=lambda row: {"messages": [{"role": "user", "content": row["text"]}]},
-        parse_response=lambda r: {}, required_columns=("text",),
+        parse_response=lambda r: {},
+        required_columns=("text",),
     )
     fields.update(overrides)
     return BatchWorkload(**fields)
@@ -54,7 +58,11 @@ def _workload(**overrides) -> BatchWorkload:
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"name": "Bad-Name"}, "snake_case"), ({"min_success_rate": 2}, "min_success_rate"), ({"budget_usd": Decimal(-1)}, "budget_usd")],
+    [
+        ({"name": "Bad-Name"}, "snake_case"),
+        ({"min_success_rate": 2}, "min_success_rate"),
+        ({"budget_usd": Decimal(-1)}, "budget_usd"),
+    ],
 )
 def test_workload_validates_when_defined(overrides, message):
     """Broken workload settings fail at definition time, naming the setting."""

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_example_provider_registry_routes_every_family(monkeypatch):
     """examples/providers.yaml routes each model family to its vendor, keys read from the named variables."""
     registry = ProviderRegistry.from_yaml(ROOT / "examples" / "providers.yaml")
-    routes = {m: registry.provider_for(m) for m in ("gpt-5.4-mini", "claude-sonnet-4.6", "gemini-3-flash", "deepseek-v3.2")}
+    routes = {
+        m: registry.provider_for(m) for m in ("gpt-5.4-mini", "claude-sonnet-4.6", "gemini-3-flash", "deepseek-v3.2")
+    }
     assert {m: p.name for m, p in routes.items()} == {
         "gpt-5.4-mini": "openai",
         "claude-sonnet-4.6": "anthropic",

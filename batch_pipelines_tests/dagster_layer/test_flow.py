@@ -22,8 +22,13 @@ DAY = "2026-11-26"
 
 def _submit(defs, instance, resource, workload, partition, rows):
     return materialize(
-        defs, instance, [workload.upstream_key, workload.submit_key], partition, {"batch_gateway": resource},
-        rows=rows, upstream=workload.upstream_key,
+        defs,
+        instance,
+        [workload.upstream_key, workload.submit_key],
+        partition,
+        {"batch_gateway": resource},
+        rows=rows,
+        upstream=workload.upstream_key,
     )
 
 
@@ -65,7 +70,13 @@ def test_classification_end_to_end(emu, instance, resource, tmp_path):
 
     meta = latest_metadata(instance, wdefs.workload.results_key, DAY)
     assert meta[keys.ITEMS_TOTAL] == 40
-    assert sum(meta[keys.outcome_count(k)] for k in ("succeeded", "failed", "invalid_output", "expired", "cancelled", "missing")) == 40
+    assert (
+        sum(
+            meta[keys.outcome_count(k)]
+            for k in ("succeeded", "failed", "invalid_output", "expired", "cancelled", "missing")
+        )
+        == 40
+    )
     assert meta[keys.SUCCESS_RATE] >= 0.9
     assert meta[keys.COST_USD] > 0
     assert meta[keys.SYNC_EQUIVALENT_USD] == pytest.approx(2 * meta[keys.COST_USD], rel=1e-9)
@@ -131,7 +142,9 @@ def _tiny_workload(name: str, **overrides) -> tuple[BatchWorkload, dg.AssetsDefi
 
     @dg.asset(name=f"{name}_rows", partitions_def=daily)
     def rows() -> pd.DataFrame:
-        return pd.DataFrame({"id": [f"r{i}" for i in range(20)], "text": [f"ticket about billing {i}" for i in range(20)]})
+        return pd.DataFrame(
+            {"id": [f"r{i}" for i in range(20)], "text": [f"ticket about billing {i}" for i in range(20)]}
+        )
 
     fields = dict(
         name=name,
@@ -150,7 +163,12 @@ def test_submit_refuses_over_budget_and_sends_nothing(emu, instance, resource):
     """An estimate above the budget fails the submit asset with BudgetExceeded before any provider call."""
     workload, rows = _tiny_workload("overbudget", budget_usd=Decimal("0.0000001"))
     wdefs = batch_workload(workload)
-    defs = dg.Definitions(assets=[rows, *wdefs.assets], asset_checks=list(wdefs.checks), sensors=[wdefs.sensor], resources={"batch_gateway": resource})
+    defs = dg.Definitions(
+        assets=[rows, *wdefs.assets],
+        asset_checks=list(wdefs.checks),
+        sensors=[wdefs.sensor],
+        resources={"batch_gateway": resource},
+    )
     with pytest.raises(BudgetExceeded, match="exceeds the budget"):
         materialize(defs, instance, [rows.key, workload.submit_key], DAY, {"batch_gateway": resource})
     stats = emu.stats()
@@ -180,12 +198,16 @@ def test_low_success_rate_blocks_downstream(emu, instance, tmp_path):
         return None
 
     defs = dg.Definitions(
-        assets=[rows, downstream, *wdefs.assets], asset_checks=list(wdefs.checks), sensors=[wdefs.sensor],
+        assets=[rows, downstream, *wdefs.assets],
+        asset_checks=list(wdefs.checks),
+        sensors=[wdefs.sensor],
         resources={"batch_gateway": resource},
     )
     assert materialize(defs, instance, [rows.key, workload.submit_key], DAY, {"batch_gateway": resource}).success
     runs, _ = _drive_to_results(defs, instance, resource, emu, wdefs, DAY)
-    (evaluation,) = [e for r in runs for e in r.get_asset_check_evaluations() if e.check_name == "success_rate_at_least"]
+    (evaluation,) = [
+        e for r in runs for e in r.get_asset_check_evaluations() if e.check_name == "success_rate_at_least"
+    ]
     assert not evaluation.passed
     assert latest_metadata(instance, dg.AssetKey("strict_downstream"), DAY) is None
 
@@ -198,17 +220,33 @@ def test_cost_over_budget_fails_the_cost_check(emu, instance, tmp_path):
     resource = make_resource(emu, tmp_path / "costly")
 
     def report_request(row):  # a report prompt: the emulator answers with several lines
-        return {"messages": [{"role": "user", "content": f"Write a short report about: {row['text']}. The team shipped it."}]}
+        return {
+            "messages": [
+                {"role": "user", "content": f"Write a short report about: {row['text']}. The team shipped it."}
+            ]
+        }
 
     # The estimate assumes 1 output token; the reports are longer, so the real cost is higher.
-    workload, rows = _tiny_workload("costly", build_request=report_request, expected_output_tokens=1, parse_response=lambda r: {})
-    estimate = estimate_requests(workload.requests_from_frame(rows(), partition=DAY), PriceBook.default(), expected_output=1)
     workload, rows = _tiny_workload(
-        "costly", build_request=report_request, expected_output_tokens=1, parse_response=lambda r: {},
+        "costly", build_request=report_request, expected_output_tokens=1, parse_response=lambda r: {}
+    )
+    estimate = estimate_requests(
+        workload.requests_from_frame(rows(), partition=DAY), PriceBook.default(), expected_output=1
+    )
+    workload, rows = _tiny_workload(
+        "costly",
+        build_request=report_request,
+        expected_output_tokens=1,
+        parse_response=lambda r: {},
         budget_usd=estimate.cost_usd * Decimal("1.0001"),
     )
     wdefs = batch_workload(workload)
-    defs = dg.Definitions(assets=[rows, *wdefs.assets], asset_checks=list(wdefs.checks), sensors=[wdefs.sensor], resources={"batch_gateway": resource})
+    defs = dg.Definitions(
+        assets=[rows, *wdefs.assets],
+        asset_checks=list(wdefs.checks),
+        sensors=[wdefs.sensor],
+        resources={"batch_gateway": resource},
+    )
     assert materialize(defs, instance, [rows.key, workload.submit_key], DAY, {"batch_gateway": resource}).success
     runs, _ = _drive_to_results(defs, instance, resource, emu, wdefs, DAY)
     (evaluation,) = [e for r in runs for e in r.get_asset_check_evaluations() if e.check_name == "cost_within_budget"]
@@ -217,12 +255,18 @@ def test_cost_over_budget_fails_the_cost_check(emu, instance, tmp_path):
 
 
 def test_results_run_that_dies_mid_retry_is_requested_again(emu, instance, tmp_path, monkeypatch):
-    """A results run killed between marking retries and resending them leaves items on no batch; the sensor asks again."""
+    """A results run killed between marking retries and resending them leaves items on no batch; the sensor asks
+    again."""
     emu.set_profile({"seed": 5, "item_error_rate": 0.3, "item_error_kinds": {"server_error_500": 1}})
     resource = make_resource(emu, tmp_path / "strand")
     workload, rows = _tiny_workload("strand")
     wdefs = batch_workload(workload)
-    defs = dg.Definitions(assets=[rows, *wdefs.assets], asset_checks=list(wdefs.checks), sensors=[wdefs.sensor], resources={"batch_gateway": resource})
+    defs = dg.Definitions(
+        assets=[rows, *wdefs.assets],
+        asset_checks=list(wdefs.checks),
+        sensors=[wdefs.sensor],
+        resources={"batch_gateway": resource},
+    )
     assert materialize(defs, instance, [rows.key, workload.submit_key], DAY, {"batch_gateway": resource}).success
     emu.advance(3600)
     (request,) = tick(defs, wdefs.sensor, instance).run_requests

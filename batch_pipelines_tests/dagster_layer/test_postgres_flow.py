@@ -5,9 +5,9 @@ Needs BATCH_PIPELINES_TEST_POSTGRES_URL (CI sets it); each test uses a schema of
 
 from __future__ import annotations
 
+import dagster as dg
 import pandas as pd
 import pytest
-import dagster as dg
 from sqlalchemy.engine import make_url
 
 from batch_pipelines.dagster_layer import metadata_keys as keys
@@ -42,7 +42,15 @@ def test_flow_on_postgres_storage_and_ledger(emu, postgres_instance, postgres_sc
     wdefs = classification.defs
     workload = wdefs.workload
     resources = {"batch_gateway": resource}
-    assert materialize(defs, postgres_instance, [workload.upstream_key, workload.submit_key], DAY, resources, rows=30, upstream=workload.upstream_key).success
+    assert materialize(
+        defs,
+        postgres_instance,
+        [workload.upstream_key, workload.submit_key],
+        DAY,
+        resources,
+        rows=30,
+        upstream=workload.upstream_key,
+    ).success
     runs = []
     for _ in range(6):
         result = tick(defs, wdefs.sensor, postgres_instance)

@@ -67,7 +67,9 @@ def test_a_thousand_open_batches_poll_in_list_pages(emu, instance, tmp_path):
 
     @dg.asset(name="many_rows", partitions_def=daily)
     def rows() -> pd.DataFrame:
-        return pd.DataFrame({"id": [f"r{i:04d}" for i in range(BATCHES)], "text": [f"ticket {i}" for i in range(BATCHES)]})
+        return pd.DataFrame(
+            {"id": [f"r{i:04d}" for i in range(BATCHES)], "text": [f"ticket {i}" for i in range(BATCHES)]}
+        )
 
     workload = BatchWorkload(
         name="many",
@@ -86,7 +88,13 @@ def test_a_thousand_open_batches_poll_in_list_pages(emu, instance, tmp_path):
         work_dir=str(tmp_path / "work"),
     )
     defs = dg.Definitions(assets=[rows, *wdefs.assets], sensors=[wdefs.sensor], resources={"batch_gateway": resource})
-    submitted = dg.materialize([rows, *wdefs.assets], selection=[rows.key, workload.submit_key], partition_key=DAY, instance=instance, resources={"batch_gateway": resource})
+    submitted = dg.materialize(
+        [rows, *wdefs.assets],
+        selection=[rows.key, workload.submit_key],
+        partition_key=DAY,
+        instance=instance,
+        resources={"batch_gateway": resource},
+    )
     assert submitted.success
     assert sum(emu.stats()["batches_created"].values()) == BATCHES
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from anthropic import Anthropic
@@ -26,7 +27,14 @@ def strict(model: Any, value: Any) -> Any:
     return model.model_validate_json(orjson.dumps(value), strict=True)
 
 
-def chat_line(custom_id: str, content: str, *, model: str = "gpt-5.4", system: str | None = None, url: str = "/v1/chat/completions") -> dict[str, Any]:
+def chat_line(
+    custom_id: str,
+    content: str,
+    *,
+    model: str = "gpt-5.4",
+    system: str | None = None,
+    url: str = "/v1/chat/completions",
+) -> dict[str, Any]:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": {"model": model, "messages": messages}}
 
@@ -41,7 +49,9 @@ def upload(client: OpenAI, lines: Iterable[Any], filename: str = "input.jsonl") 
 
 def chat_batch(client: OpenAI, count: int, *, metadata: dict[str, str] | None = None, prefix: str = "r") -> Any:
     file_id = upload(client, [chat_line(f"{prefix}{i}", f"question number {i} about parcels") for i in range(count)])
-    return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata)
+    return client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+    )
 
 
 def read_lines(client: OpenAI, file_id: str | None) -> list[dict[str, Any]]:
@@ -52,6 +62,13 @@ def read_lines(client: OpenAI, file_id: str | None) -> list[dict[str, Any]]:
 
 def anthropic_requests(count: int, *, model: str = "claude-sonnet-4-6", prefix: str = "q") -> list[dict[str, Any]]:
     return [
-        {"custom_id": f"{prefix}{i}", "params": {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": f"hello number {i}"}]}}
+        {
+            "custom_id": f"{prefix}{i}",
+            "params": {
+                "model": model,
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": f"hello number {i}"}],
+            },
+        }
         for i in range(count)
     ]

@@ -20,7 +20,10 @@ def test_message_is_a_full_message_object(emulator):
     """POST /v1/messages answers a Message with text content and usage (standard tier)."""
     client = anthropic_client(emulator)
     response = client.messages.with_raw_response.create(
-        model="claude-opus-4-7", max_tokens=100, system="Labels: cats, dogs", messages=[{"role": "user", "content": "my dogs bark"}]
+        model="claude-opus-4-7",
+        max_tokens=100,
+        system="Labels: cats, dogs",
+        messages=[{"role": "user", "content": "my dogs bark"}],
     )
     message = strict(Message, response.http_response.json())
     assert message.content[0].text == "dogs" and message.stop_reason == "end_turn"
@@ -34,7 +37,9 @@ def test_unknown_model_is_a_404_and_missing_max_tokens_a_400(emulator):
         client.messages.create(model="claude-nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert missing.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(anthropic.BadRequestError):
-        client.messages.with_raw_response.create(model="claude-opus-4-7", max_tokens=0, messages=[{"role": "user", "content": "x"}])
+        client.messages.with_raw_response.create(
+            model="claude-opus-4-7", max_tokens=0, messages=[{"role": "user", "content": "x"}]
+        )
 
 
 def test_batch_counts_stay_processing_until_it_ends_then_results_stream(emulator):

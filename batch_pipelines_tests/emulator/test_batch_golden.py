@@ -20,8 +20,14 @@ from batch_pipelines.emulator import anthropic_batches, openai_batches
 from batch_pipelines.emulator.testing import run_emulator
 
 LABELS = "billing, shipping, technical-issue, account_access, refund"
-LONG_SYSTEM = "You sort tickets. Answer with one label only.\nLabels: " + LABELS + "\n" + "\n".join(
-    f"Rule {i}: prefer the most specific label when topic {i} mentions an order, a parcel or a card." for i in range(60)
+LONG_SYSTEM = (
+    "You sort tickets. Answer with one label only.\nLabels: "
+    + LABELS
+    + "\n"
+    + "\n".join(
+        f"Rule {i}: prefer the most specific label when topic {i} mentions an order, a parcel or a card."
+        for i in range(60)
+    )
 )
 SCHEMA = {
     "type": "object",
@@ -49,22 +55,45 @@ def _body(i: int) -> dict[str, Any]:
     ticket = f"Ticket {i}: my card was charged twice for order {i * 37 % 1000}; the parcel is late and login fails."
     shape = i % 10
     if shape == 0:
-        return {"messages": [{"role": "system", "content": f"Classify.\nLabels: {LABELS}"}, {"role": "user", "content": ticket}], "max_completion_tokens": 5}
+        return {
+            "messages": [
+                {"role": "system", "content": f"Classify.\nLabels: {LABELS}"},
+                {"role": "user", "content": ticket},
+            ],
+            "max_completion_tokens": 5,
+        }
     if shape == 1:
         return {"messages": [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": ticket}]}
     if shape == 2:
         return {
             "messages": [
                 {"role": "system", "content": "You are a judge; give a score."},
-                {"role": "user", "content": f"Question: what broke?\nAnswer: the parcel {i} was late\nReference: the parcel was late"},
+                {
+                    "role": "user",
+                    "content": f"Question: what broke?\nAnswer: the parcel {i} was late\nReference: the parcel "
+                    "was late",
+                },
             ]
         }
     if shape == 3:
-        return {"messages": [{"role": "user", "content": f"Please summarise this. First point {i}. Second point here! Third one?"}], "max_tokens": 12}
+        return {
+            "messages": [
+                {"role": "user", "content": f"Please summarise this. First point {i}. Second point here! Third one?"}
+            ],
+            "max_tokens": 12,
+        }
     if shape == 4:
-        return {"messages": [{"role": "user", "content": ticket}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA}}}
+        return {
+            "messages": [{"role": "user", "content": ticket}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA}},
+        }
     if shape == 5:
-        return {"messages": [{"role": "user", "content": [{"type": "text", "text": ticket}, {"type": "text", "text": " more"}]}], "n": 2}
+        return {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": ticket}, {"type": "text", "text": " more"}]}
+            ],
+            "n": 2,
+        }
     if shape == 6:
         return {
             "messages": [
@@ -75,7 +104,10 @@ def _body(i: int) -> dict[str, Any]:
             ]
         }
     if shape == 7:
-        return {"messages": [{"role": "user", "content": f"Labels: a, b\n{ticket} with a report"}], "response_format": {"type": "json_object"}}
+        return {
+            "messages": [{"role": "user", "content": f"Labels: a, b\n{ticket} with a report"}],
+            "response_format": {"type": "json_object"},
+        }
     if shape == 8:
         return {"messages": [{"role": "user", "content": ""}], "max_completion_tokens": 1}
     return {"messages": [{"role": "user", "content": ticket}], "n": 0}  # refused: an error line
@@ -91,21 +123,33 @@ def _chat_lines(count: int, start: int = 0) -> list[dict[str, Any]]:
 
 def _embedding_lines(count: int) -> list[dict[str, Any]]:
     return [
-        {"custom_id": f"e-{i}", "method": "POST", "url": "/v1/embeddings", "body": {"model": "text-embedding-3-small", "input": [f"parcel {i}", "late card"], "dimensions": 8}}
+        {
+            "custom_id": f"e-{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": [f"parcel {i}", "late card"], "dimensions": 8},
+        }
         for i in range(count)
     ]
 
 
 def _seed_state(state_dir: Path) -> None:
     state_dir.mkdir(parents=True)
-    meta = {"nonce": "0123456789abcdef", "next_id": 0, "batches_created": {"openai": 0, "anthropic": 0}, "clock": {"virtual": 1_800_000_000.0, "wall": 0.0}}
+    meta = {
+        "nonce": "0123456789abcdef",
+        "next_id": 0,
+        "batches_created": {"openai": 0, "anthropic": 0},
+        "clock": {"virtual": 1_800_000_000.0, "wall": 0.0},
+    }
     (state_dir / "emulator.json").write_bytes(orjson.dumps(meta))
 
 
 def _run_openai(http: httpx.Client, emu: Any, lines: list[dict[str, Any]], endpoint: str) -> dict[str, Any]:
     data = b"".join(orjson.dumps(line) + b"\n" for line in lines)
     file_id = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", data)}).json()["id"]
-    batch = http.post("/v1/batches", json={"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}).json()
+    batch = http.post(
+        "/v1/batches", json={"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
+    ).json()
     emu.advance(60)
     return http.get(f"/v1/batches/{batch['id']}").json()
 
@@ -125,7 +169,10 @@ def _digest(*parts: bytes) -> str:
 def seeded(tmp_path):
     state = tmp_path / "state"
     _seed_state(state)
-    with run_emulator(PROFILE, state_dir=state) as emu, httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"}, timeout=60) as http:
+    with (
+        run_emulator(PROFILE, state_dir=state) as emu,
+        httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"}, timeout=60) as http,
+    ):
         yield emu, http
 
 
@@ -134,7 +181,14 @@ ANTHROPIC = {"anthropic-version": "2023-06-01"}
 
 def _anthropic_digest(http: httpx.Client, emu: Any) -> str:
     requests = [
-        {"custom_id": f"a-{i}", "params": {"model": "claude-sonnet-4-6", "max_tokens": 8, **{k: v for k, v in _body(i).items() if k not in ("response_format", "n", "max_completion_tokens")}}}
+        {
+            "custom_id": f"a-{i}",
+            "params": {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 8,
+                **{k: v for k, v in _body(i).items() if k not in ("response_format", "n", "max_completion_tokens")},
+            },
+        }
         for i in range(120)
     ]
     requests[17]["params"]["model"] = "claude-unknown"  # an errored result
@@ -171,9 +225,16 @@ def test_openai_batch_files_and_usage_match_the_recorded_digests(seeded):
     for name, lines in (("chat_first", _chat_lines(300)), ("chat_second", _chat_lines(300, start=150))):
         batch = _run_openai(http, emu, lines, "/v1/chat/completions")
         assert batch["status"] == "completed"
-        found[name] = _digest(_content(http, batch["output_file_id"]), _content(http, batch["error_file_id"]), orjson.dumps(batch["usage"]), orjson.dumps(batch["request_counts"]))
+        found[name] = _digest(
+            _content(http, batch["output_file_id"]),
+            _content(http, batch["error_file_id"]),
+            orjson.dumps(batch["usage"]),
+            orjson.dumps(batch["request_counts"]),
+        )
     batch = _run_openai(http, emu, _embedding_lines(50), "/v1/embeddings")
-    found["embeddings"] = _digest(_content(http, batch["output_file_id"]), _content(http, batch["error_file_id"]), orjson.dumps(batch["usage"]))
+    found["embeddings"] = _digest(
+        _content(http, batch["output_file_id"]), _content(http, batch["error_file_id"]), orjson.dumps(batch["usage"])
+    )
     found["anthropic"] = _anthropic_digest(http, emu)
     assert found == GOLDEN
 
@@ -185,7 +246,12 @@ def test_small_draw_blocks_and_many_queued_writes_change_nothing(seeded, monkeyp
     monkeypatch.setattr(openai_batches, "_WRITES_IN_FLIGHT", 1)
     emu, http = seeded
     batch = _run_openai(http, emu, _chat_lines(300), "/v1/chat/completions")
-    found = _digest(_content(http, batch["output_file_id"]), _content(http, batch["error_file_id"]), orjson.dumps(batch["usage"]), orjson.dumps(batch["request_counts"]))
+    found = _digest(
+        _content(http, batch["output_file_id"]),
+        _content(http, batch["error_file_id"]),
+        orjson.dumps(batch["usage"]),
+        orjson.dumps(batch["request_counts"]),
+    )
     assert found == GOLDEN["chat_first"]
 
 
@@ -207,7 +273,10 @@ def test_partial_progress_expiry_and_cancel_match_the_recorded_digests(seeded):
     def create(lines: list[dict[str, Any]]) -> str:
         data = b"".join(orjson.dumps(line) + b"\n" for line in lines)
         file_id = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", data)}).json()["id"]
-        return http.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}).json()["id"]
+        return http.post(
+            "/v1/batches",
+            json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        ).json()["id"]
 
     def state(batch_id: str) -> dict[str, Any]:
         return http.get(f"/v1/batches/{batch_id}").json()
@@ -226,7 +295,12 @@ def test_partial_progress_expiry_and_cancel_match_the_recorded_digests(seeded):
     emu.advance(24 * 3600)
     batch = state(batch_id)
     assert batch["status"] == "expired"
-    found["expired"] = _digest(_content(http, batch["output_file_id"]), _content(http, batch["error_file_id"]), orjson.dumps(batch["usage"]), orjson.dumps(batch["request_counts"]))
+    found["expired"] = _digest(
+        _content(http, batch["output_file_id"]),
+        _content(http, batch["error_file_id"]),
+        orjson.dumps(batch["usage"]),
+        orjson.dumps(batch["request_counts"]),
+    )
 
     emu.set_profile({**PROFILE, "batch_completion_seconds": {"min": 100, "max": 100}, "cancel_seconds": 5})
     batch_id = create(_chat_lines(150, start=7))
@@ -235,7 +309,12 @@ def test_partial_progress_expiry_and_cancel_match_the_recorded_digests(seeded):
     emu.advance(5)
     batch = state(batch_id)
     assert batch["status"] == "cancelled"
-    found["cancelled"] = _digest(_content(http, batch["output_file_id"]), _content(http, batch["error_file_id"]), orjson.dumps(batch["usage"]), orjson.dumps(batch["request_counts"]))
+    found["cancelled"] = _digest(
+        _content(http, batch["output_file_id"]),
+        _content(http, batch["error_file_id"]),
+        orjson.dumps(batch["usage"]),
+        orjson.dumps(batch["request_counts"]),
+    )
     assert found == PARTIAL_GOLDEN
 
 

@@ -12,7 +12,11 @@ def test_emulator_command_has_the_documented_options():
     """The command takes --host, --port, --state-dir, --time-scale, --profile and --api-key, loopback by default."""
     options = {p.name: p for p in emulator_command.params}
     assert set(options) == {"host", "port", "state_dir", "time_scale", "profile", "api_key"}
-    assert options["host"].default == "127.0.0.1" and options["port"].default == 8765 and options["time_scale"].default == 1.0
+    assert (
+        options["host"].default == "127.0.0.1"
+        and options["port"].default == 8765
+        and options["time_scale"].default == 1.0
+    )
 
 
 def test_emulator_is_registered_and_rejects_unknown_profiles(tmp_path):

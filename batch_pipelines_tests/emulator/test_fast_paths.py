@@ -14,7 +14,33 @@ from batch_pipelines.emulator.faults import LineDraws, stable_index
 
 # Text with the characters that matter to tokenizers and word matching: ASCII words and
 # separators, accents, CJK, emoji, odd whitespace and (where allowed) lone surrogates.
-_PIECES = ["bill", "ing", "Refund", "REFUND", "technical", "issue", "-", "_", " ", "  ", "\n", "\t", ".", ",", "'s", "é", "ß", "K", "İ", "中文", "🙂", "\u00a0", "\u2028", "12", "n/a"]
+_PIECES = [
+    "bill",
+    "ing",
+    "Refund",
+    "REFUND",
+    "technical",
+    "issue",
+    "-",
+    "_",
+    " ",
+    "  ",
+    "\n",
+    "\t",
+    ".",
+    ",",
+    "'s",
+    "é",
+    "ß",
+    "K",
+    "İ",
+    "中文",
+    "🙂",
+    "\u00a0",
+    "\u2028",
+    "12",
+    "n/a",
+]
 texts = st.lists(st.sampled_from(_PIECES), max_size=30).map("".join)
 any_text = st.one_of(texts, st.text(max_size=60), st.text(st.characters(exclude_categories=()), max_size=20))
 
@@ -89,7 +115,9 @@ def _reference_split(body: dict[str, Any]) -> tuple[str, str]:
     return (shared_parts[0] if len(shared_parts) == 1 else "\n".join(shared_parts)), last_user
 
 
-contents = st.one_of(st.none(), texts, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": texts}), max_size=2))
+contents = st.one_of(
+    st.none(), texts, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": texts}), max_size=2)
+)
 messages = st.one_of(
     st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "user", "assistant"]), "content": contents}),
     st.just("not a message"),

@@ -62,8 +62,22 @@ def test_summary_is_markdown_with_title_and_extractive_bullets():
     lines = reply.splitlines()
     assert lines[0] == "# Revenue grew in March Costs fell sharply Two"
     bullets = [line for line in lines if line.startswith("- ")]
-    assert bullets == ["- Revenue grew in March.", "- Costs fell sharply.", "- Two stores opened.", "- Staff turnover rose."]
-    assert len([b for b in answer(chat("Only one sentence here", system="Summarize it")).splitlines() if b.startswith("- ")]) == 2
+    assert bullets == [
+        "- Revenue grew in March.",
+        "- Costs fell sharply.",
+        "- Two stores opened.",
+        "- Staff turnover rose.",
+    ]
+    assert (
+        len(
+            [
+                b
+                for b in answer(chat("Only one sentence here", system="Summarize it")).splitlines()
+                if b.startswith("- ")
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,7 +86,9 @@ def test_summary_is_markdown_with_title_and_extractive_bullets():
 )
 def test_judge_scores_word_overlap(answer_text, reference, score):
     """A judge prompt gets {"score", "rationale"}: identical answers score 5, unrelated ones 1."""
-    body = chat(f"Question: where?\nAnswer: {answer_text}\nReference: {reference}", system="You are a judge. Give a score.")
+    body = chat(
+        f"Question: where?\nAnswer: {answer_text}\nReference: {reference}", system="You are a judge. Give a score."
+    )
     verdict = orjson.loads(answer(body))
     assert verdict["score"] == score and isinstance(verdict["rationale"], str) and "\n" not in verdict["rationale"]
 
@@ -84,15 +100,33 @@ def _validates(value, schema):
     kind = schema.get("type")
     if kind == "object":
         props = schema.get("properties", {})
-        return isinstance(value, dict) and all(k in value for k in schema.get("required", [])) and all(_validates(value[k], s) for k, s in props.items() if k in value)
+        return (
+            isinstance(value, dict)
+            and all(k in value for k in schema.get("required", []))
+            and all(_validates(value[k], s) for k, s in props.items() if k in value)
+        )
     if kind == "array":
-        return isinstance(value, list) and len(value) >= schema.get("minItems", 0) and all(_validates(v, schema["items"]) for v in value)
+        return (
+            isinstance(value, list)
+            and len(value) >= schema.get("minItems", 0)
+            and all(_validates(v, schema["items"]) for v in value)
+        )
     if kind == "string":
-        return isinstance(value, str) and len(value) >= schema.get("minLength", 0) and len(value) <= schema.get("maxLength", 10**9)
+        return (
+            isinstance(value, str)
+            and len(value) >= schema.get("minLength", 0)
+            and len(value) <= schema.get("maxLength", 10**9)
+        )
     if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool) and schema.get("minimum", -math.inf) <= value <= schema.get("maximum", math.inf)
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and schema.get("minimum", -math.inf) <= value <= schema.get("maximum", math.inf)
+        )
     if kind == "number":
-        return isinstance(value, (int, float)) and schema.get("minimum", -math.inf) <= value <= schema.get("maximum", math.inf)
+        return isinstance(value, (int, float)) and schema.get("minimum", -math.inf) <= value <= schema.get(
+            "maximum", math.inf
+        )
     if kind == "boolean":
         return isinstance(value, bool)
     return False
@@ -113,7 +147,10 @@ def test_json_schema_response_format_gets_matching_json():
         },
         "required": ["label", "score", "tags"],
     }
-    body = chat("the shipping box is crushed", response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    body = chat(
+        "the shipping box is crushed",
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    )
     value = orjson.loads(answer(body))
     assert _validates(value, schema) and value["label"] == "shipping"
 
@@ -127,7 +164,14 @@ def test_embeddings_are_unit_vectors_closer_when_words_are_shared():
     assert embed("the red apple pie", 256) == a
 
 
-@pytest.mark.parametrize("body", [chat("hi"), chat("x " * 3000, system="s " * 2000), {"system": "sys", "messages": [{"role": "user", "content": [{"type": "text", "text": "parts"}]}]}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        chat("hi"),
+        chat("x " * 3000, system="s " * 2000),
+        {"system": "sys", "messages": [{"role": "user", "content": [{"type": "text", "text": "parts"}]}]},
+    ],
+)
 def test_prompt_tokens_match_the_shared_tokenizer(body):
     """Emulator prompt counts equal batch_pipelines.core.tokens.count_chat_prompt."""
     expected = tokens.count_chat_prompt(body)
@@ -149,7 +193,13 @@ def test_cached_tokens_follow_the_1024_plus_128_rule():
 
 def test_profile_rejects_unknown_keys_and_bad_values():
     """Profiles name the offending key: unknown keys, out-of-range rates, unknown error kinds."""
-    for raw in ({"typo_rate": 1}, {"item_error_rate": 2}, {"item_error_kinds": {"teapot_418": 1}}, {"batch_completion_seconds": {"min": 5, "max": 1}}, {"never_complete": "yes"}):
+    for raw in (
+        {"typo_rate": 1},
+        {"item_error_rate": 2},
+        {"item_error_kinds": {"teapot_418": 1}},
+        {"batch_completion_seconds": {"min": 5, "max": 1}},
+        {"never_complete": "yes"},
+    ):
         with pytest.raises(ConfigError):
             Profile.from_mapping(raw)
 

@@ -7,9 +7,22 @@ import pytest
 from openai.types import Batch, FileDeleted, FileObject
 
 from batch_pipelines.emulator.testing import run_emulator
-from batch_pipelines_tests.emulator.helpers import chat_batch, chat_line, jsonl, openai_client, read_lines, strict, upload
+from batch_pipelines_tests.emulator.helpers import (
+    chat_batch,
+    chat_line,
+    jsonl,
+    openai_client,
+    read_lines,
+    strict,
+    upload,
+)
 
-FIXED = {"validation_seconds": 10, "batch_completion_seconds": {"min": 100, "max": 100}, "finalizing_seconds": 10, "cancel_seconds": 20}
+FIXED = {
+    "validation_seconds": 10,
+    "batch_completion_seconds": {"min": 100, "max": 100},
+    "finalizing_seconds": 10,
+    "cancel_seconds": 20,
+}
 
 
 def raw_batch(emu, batch_id):
@@ -41,7 +54,9 @@ def test_normal_lifecycle_moves_through_every_status_with_growing_counts(emulato
     assert sorted(line["custom_id"] for line in lines) == sorted(f"r{i}" for i in range(100))
     assert all(line["response"]["status_code"] == 200 and line["error"] is None for line in lines)
     assert done.usage.input_tokens == sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in lines)
-    assert done.usage.output_tokens > 0 and done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
+    assert (
+        done.usage.output_tokens > 0 and done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
+    )
     output = client.files.retrieve(done.output_file_id)
     assert output.purpose == "batch_output" and output.bytes > 0
 
@@ -69,7 +84,9 @@ def test_every_batch_status_object_validates_strictly(emulator):
 def test_invalid_input_fails_validation_with_errors_data(emulator, lines, code):
     """Malformed lines, duplicate ids, mixed models, endpoint mismatch, empty files: failed + errors.data."""
     client = openai_client(emulator)
-    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
     emulator.advance(5)
     failed = client.batches.retrieve(batch.id)
     strict(Batch, raw_batch(emulator, batch.id))
@@ -82,14 +99,17 @@ def test_more_than_50000_lines_fails_validation(emulator):
     """An input file over the 50,000-request cap fails with a too_many_requests error."""
     client = openai_client(emulator)
     lines = [orjson.dumps(chat_line(f"c{i}", "hi")) for i in range(50_001)]
-    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
     emulator.advance(5)
     failed = client.batches.retrieve(batch.id)
     assert failed.status == "failed" and failed.errors.data[0].code == "too_many_requests"
 
 
 def test_token_limit_fails_the_batch_that_overflows_the_queue_and_frees_up_later(emulator):
-    """Over the enqueued-token limit the batch goes failed/token_limit_exceeded; once the queue drains, a new one runs."""
+    """Over the enqueued-token limit the batch goes failed/token_limit_exceeded; once the queue drains, a new one
+    runs."""
     client = openai_client(emulator)
     probe = chat_batch(client, 10, prefix="p")
     emulator.advance(5)
@@ -280,17 +300,26 @@ def test_metadata_over_the_limits_is_a_400(emulator, metadata):
     client = openai_client(emulator)
     file_id = upload(client, [chat_line("a", "x")])
     with pytest.raises(openai.BadRequestError):
-        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata)
+        client.batches.create(
+            input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata=metadata
+        )
 
 
 def test_embeddings_batch_returns_vectors(emulator):
     """An embeddings batch answers each line with an embedding list of the requested size."""
     client = openai_client(emulator)
     lines = [
-        {"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings", "body": {"model": "text-embedding-3-small", "input": f"text {i}", "dimensions": 16}}
+        {
+            "custom_id": f"e{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": f"text {i}", "dimensions": 16},
+        }
         for i in range(3)
     ]
-    batch = client.batches.create(input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
     emulator.advance(3600)
     done = client.batches.retrieve(batch.id)
     output = read_lines(client, done.output_file_id)
@@ -306,15 +335,27 @@ def test_every_line_is_processed_whatever_the_float_rounding_of_the_end_time(tmp
     from batch_pipelines.emulator.testing import run_emulator
 
     lines = b"".join(
-        orjson.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
-                      "body": {"model": "gpt-5.4-mini", "messages": [{"role": "user", "content": f"hi {i}"}]}}) + b"\n"
+        orjson.dumps(
+            {
+                "custom_id": f"c{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "gpt-5.4-mini", "messages": [{"role": "user", "content": f"hi {i}"}]},
+            }
+        )
+        + b"\n"
         for i in range(40)
     )
     for seed in range(6):
-        with run_emulator(profile={"seed": seed, "batch_completion_seconds": {"min": 60, "max": 600}}, state_dir=tmp_path / str(seed)) as emu:
+        with run_emulator(
+            profile={"seed": seed, "batch_completion_seconds": {"min": 60, "max": 600}}, state_dir=tmp_path / str(seed)
+        ) as emu:
             client = httpx.Client(base_url=emu.openai_base_url, headers={"Authorization": "Bearer k"})
             file_id = client.post("/files", files={"file": ("a.jsonl", lines)}, data={"purpose": "batch"}).json()["id"]
-            batch = client.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}).json()
+            batch = client.post(
+                "/batches",
+                json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+            ).json()
             emu.advance(7200)
             batch = client.get(f"/batches/{batch['id']}").json()
             assert batch["status"] == "completed"

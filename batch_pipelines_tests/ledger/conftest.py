@@ -7,15 +7,15 @@ sharing one database never see each other's rows.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from batch_pipelines.ledger import Ledger
 from batch_pipelines.ledger.engine import sqlite_url
 
-START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 class FakeClock:

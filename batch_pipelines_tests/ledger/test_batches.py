@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,12 +13,19 @@ from batch_pipelines.core.status import BatchStatus
 
 from .helpers import JOB, MODEL, PARTITION
 
-CREATED = datetime(2025, 3, 1, 12, 0, 5, 123456, tzinfo=timezone.utc)
+CREATED = datetime(2025, 3, 1, 12, 0, 5, 123456, tzinfo=UTC)
 
 
 def intent(ledger, key="intent-1", fingerprint="sha256:aaa", **overrides):
-    fields = dict(job=JOB, partition=PARTITION, provider="openai", model=MODEL, endpoint="/v1/chat/completions",
-                  fingerprint=fingerprint, item_count=100)
+    fields = dict(
+        job=JOB,
+        partition=PARTITION,
+        provider="openai",
+        model=MODEL,
+        endpoint="/v1/chat/completions",
+        fingerprint=fingerprint,
+        item_count=100,
+    )
     return ledger.create_intent(key, **{**fields, **overrides})
 
 
@@ -52,10 +59,21 @@ def test_intent_round_trips_and_is_idempotent(ledger, clock):
     clock.advance(timedelta(minutes=5))
     again = intent(ledger)
     assert again == first
-    assert (first.intent_key, first.job, first.partition, first.provider, first.model) == ("intent-1", JOB, PARTITION, "openai", MODEL)
-    assert (first.endpoint, first.fingerprint, first.item_count, first.status) == ("/v1/chat/completions", "sha256:aaa", 100, "created")
+    assert (first.intent_key, first.job, first.partition, first.provider, first.model) == (
+        "intent-1",
+        JOB,
+        PARTITION,
+        "openai",
+        MODEL,
+    )
+    assert (first.endpoint, first.fingerprint, first.item_count, first.status) == (
+        "/v1/chat/completions",
+        "sha256:aaa",
+        100,
+        "created",
+    )
     assert (first.file_id, first.vendor_batch_id) == (None, None)
-    assert first.created_at == clock.now - timedelta(minutes=5) and first.created_at.tzinfo is timezone.utc
+    assert first.created_at == clock.now - timedelta(minutes=5) and first.created_at.tzinfo is UTC
     assert ledger.get_intent("intent-1") == first
     assert ledger.get_intent("missing") is None
 
@@ -79,7 +97,11 @@ def test_intent_moves_through_upload_and_submit(ledger):
     row = ledger.get_intent("intent-1")
     assert (row.status, row.file_id, row.vendor_batch_id) == ("submitted", "file-2", "batch_abc")
     intent(ledger, key="intent-3", round=2)
-    assert [(i.intent_key, i.round) for i in ledger.intents(JOB, PARTITION)] == [("intent-1", 0), ("intent-2", 0), ("intent-3", 2)]
+    assert [(i.intent_key, i.round) for i in ledger.intents(JOB, PARTITION)] == [
+        ("intent-1", 0),
+        ("intent-2", 0),
+        ("intent-3", 2),
+    ]
     assert ledger.intents(JOB, "other") == []
 
 
@@ -104,7 +126,7 @@ def test_batch_round_trips_every_field(ledger, clock):
     assert row.to_info() == original
     assert row.status is BatchStatus.IN_PROGRESS
     assert (row.job, row.partition, row.intent_key) == (JOB, PARTITION, "intent-1")
-    assert row.recorded_at == clock.now and row.expires_at.tzinfo is timezone.utc
+    assert row.recorded_at == clock.now and row.expires_at.tzinfo is UTC
     assert row.created_at == CREATED  # microseconds survive
     assert (row.reconcile_state, row.reconcile_worker) == ("none", None)
     assert ledger.get_batch("openai", "missing") is None
@@ -114,10 +136,17 @@ def test_batch_round_trips_every_field(ledger, clock):
 def test_record_batch_upserts_and_keeps_the_intent(ledger):
     """Recording a batch again refreshes it and keeps the intent key it was first recorded with."""
     ledger.record_batch(info(), intent_key="intent-1", job=JOB, partition=PARTITION)
-    done = info(status=BatchStatus.COMPLETED, completed=98, output_file_id="file-out", ended_at=CREATED + timedelta(hours=2))
+    done = info(
+        status=BatchStatus.COMPLETED, completed=98, output_file_id="file-out", ended_at=CREATED + timedelta(hours=2)
+    )
     ledger.record_batch(done, intent_key=None, job=JOB, partition=PARTITION)
     row = ledger.get_batch("openai", "batch_abc")
-    assert (row.status, row.completed, row.output_file_id, row.intent_key) == (BatchStatus.COMPLETED, 98, "file-out", "intent-1")
+    assert (row.status, row.completed, row.output_file_id, row.intent_key) == (
+        BatchStatus.COMPLETED,
+        98,
+        "file-out",
+        "intent-1",
+    )
     ledger.record_batch(info(), intent_key=None, job=JOB, partition=PARTITION)  # a stale poll
     assert ledger.get_batch("openai", "batch_abc").status is BatchStatus.COMPLETED
 
@@ -137,7 +166,11 @@ def test_update_batches_refreshes_known_batches_only(ledger, clock):
     assert ledger.update_batches(updates) == 2
     b1, b2, b3 = (ledger.get_batch("openai", b) for b in ("b1", "b2", "b3"))
     assert (b1.status, b1.completed, b1.updated_at) == (BatchStatus.FINALIZING, 100, clock.now)
-    assert (b2.status, b2.error_file_id, b2.ended_at) == (BatchStatus.EXPIRED, "file-err", CREATED + timedelta(hours=24))
+    assert (b2.status, b2.error_file_id, b2.ended_at) == (
+        BatchStatus.EXPIRED,
+        "file-err",
+        CREATED + timedelta(hours=24),
+    )
     assert b3.status is BatchStatus.COMPLETED
     assert ledger.get_batch("openai", "unknown") is None
     assert [b.vendor_batch_id for b in ledger.open_batches()] == ["b1"]
@@ -175,7 +208,8 @@ def test_released_claim_can_be_taken_at_once(ledger):
 
 
 def test_mark_reconciled_without_a_worker_and_active_partitions(ledger):
-    """A batch can be marked reconciled without naming the worker; only partitions with unfinished batches are active."""
+    """A batch can be marked reconciled without naming the worker; only partitions with unfinished batches are
+    active."""
     ledger.record_batch(info("b1", status=BatchStatus.COMPLETED), intent_key=None, job=JOB, partition="p1")
     ledger.record_batch(info("b2"), intent_key=None, job=JOB, partition="p2")
     ledger.record_batch(info("b3"), intent_key=None, job="other-job", partition="p3")

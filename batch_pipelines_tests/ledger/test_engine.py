@@ -28,7 +28,9 @@ def test_schema_is_created_once_and_reopened(ledger_url):
 def test_a_newer_schema_version_is_refused(ledger_url):
     """A database written by a newer batch_pipelines is refused with both versions named."""
     with Ledger(ledger_url) as ledger, ledger.engine.begin() as connection:
-        connection.execute(update(ledger_meta).where(ledger_meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION + 1)))
+        connection.execute(
+            update(ledger_meta).where(ledger_meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION + 1))
+        )
     with pytest.raises(LedgerError, match=f"version {SCHEMA_VERSION + 1}.*version {SCHEMA_VERSION}") as raised:
         Ledger(ledger_url)
     assert raised.value.details == {"found_version": SCHEMA_VERSION + 1, "code_version": SCHEMA_VERSION}
@@ -47,7 +49,9 @@ def test_default_path_honours_dagster_home(tmp_path, monkeypatch):
 def test_default_path_without_dagster_home_is_in_the_home_directory():
     """Without DAGSTER_HOME the default file is ~/.batch_pipelines/ledger.sqlite."""
     assert default_ledger_path({}) == Path.home() / ".batch_pipelines" / "ledger.sqlite"
-    assert default_ledger_path({"DAGSTER_HOME": "/srv/dagster"}) == Path("/srv/dagster/batch_pipelines_data/ledger.sqlite")
+    assert default_ledger_path({"DAGSTER_HOME": "/srv/dagster"}) == Path(
+        "/srv/dagster/batch_pipelines_data/ledger.sqlite"
+    )
 
 
 def test_for_path_creates_missing_directories(tmp_path):
@@ -87,7 +91,8 @@ def test_password_is_masked_on_a_live_postgres_ledger(postgres_schema_url):
     ],
 )
 def test_bad_urls_get_clear_errors_without_the_password(url, message):
-    """Unparseable, unsupported, driverless and unreachable URLs raise LedgerError naming the problem, password masked."""
+    """Unparseable, unsupported, driverless and unreachable URLs raise LedgerError naming the problem, password
+    masked."""
     with pytest.raises(LedgerError, match=message) as raised:
         Ledger(url)
     assert "s3cret" not in str(raised.value) and "s3cret" not in repr(raised.value.details)

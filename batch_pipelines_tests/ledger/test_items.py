@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import pytest
@@ -22,11 +22,17 @@ def test_record_items_round_trips_every_field(ledger, clock):
     assert ledger.record_items(JOB, PARTITION, requests(3), provider=PROVIDER) == 3
     row = ledger.get_item(JOB, PARTITION, "item-0001")
     assert row is not None
-    assert (row.job, row.partition, row.custom_id, row.provider, row.model) == (JOB, PARTITION, "item-0001", PROVIDER, MODEL)
+    assert (row.job, row.partition, row.custom_id, row.provider, row.model) == (
+        JOB,
+        PARTITION,
+        "item-0001",
+        PROVIDER,
+        MODEL,
+    )
     assert row.endpoint is Endpoint.CHAT and row.lane is Lane.BATCH
     assert (row.status, row.attempts, row.batch_key) == ("pending", 0, None)
-    assert row.deadline == DEADLINE and row.deadline.tzinfo is timezone.utc
-    assert row.created_at == clock.now and row.created_at.tzinfo is timezone.utc
+    assert row.deadline == DEADLINE and row.deadline.tzinfo is UTC
+    assert row.created_at == clock.now and row.created_at.tzinfo is UTC
     assert row.estimated_input_tokens == 42
     assert row.usage == ZERO_USAGE
     assert row.cost_usd == Decimal(0) and isinstance(row.cost_usd, Decimal)
@@ -100,7 +106,9 @@ def test_record_outcomes_moves_items_and_counts_usage_and_cost(ledger):
     ledger.record_items(JOB, PARTITION, requests(10), provider=PROVIDER)
     ledger.assign_items(JOB, PARTITION, ids(10), batch_key="k1", lane=Lane.BATCH)
     outcomes = succeeded(ids(8)) + [
-        ItemOutcome("item-0008", OutcomeKind.FAILED, reason="Invalid model", status_code=400, error_code="invalid_request"),
+        ItemOutcome(
+            "item-0008", OutcomeKind.FAILED, reason="Invalid model", status_code=400, error_code="invalid_request"
+        ),
         ItemOutcome("item-0009", OutcomeKind.INVALID_OUTPUT, reason="label 'x' not allowed", usage=USAGE),
     ]
     assert ledger.record_outcomes(JOB, PARTITION, "k1", outcomes, costs(ids(10))) == 10
@@ -158,7 +166,9 @@ def test_retry_keeps_attempts_and_accumulates_cost(ledger):
     """An expired item goes back to pending, is re-submitted on another lane, and carries both attempts' cost."""
     ledger.record_items(JOB, PARTITION, requests(4), provider=PROVIDER)
     ledger.assign_items(JOB, PARTITION, ids(4), batch_key="k1", lane=Lane.BATCH)
-    outcomes = succeeded(ids(2)) + [ItemOutcome(c, OutcomeKind.EXPIRED, reason="24h window", usage=USAGE) for c in ids(4)[2:]]
+    outcomes = succeeded(ids(2)) + [
+        ItemOutcome(c, OutcomeKind.EXPIRED, reason="24h window", usage=USAGE) for c in ids(4)[2:]
+    ]
     ledger.record_outcomes(JOB, PARTITION, "k1", outcomes, costs(ids(4)))
     assert ledger.mark_for_retry(JOB, PARTITION, ids(4), lane=Lane.SYNC) == 2  # successes are never retried
     retried = ledger.get_item(JOB, PARTITION, "item-0003")
@@ -166,7 +176,12 @@ def test_retry_keeps_attempts_and_accumulates_cost(ledger):
     assert retried.cost_usd == COST[0]
     assert ledger.assign_items(JOB, PARTITION, ids(4), batch_key="sync-1", lane=Lane.SYNC) == 2
     sync_cost = (Decimal("0.00000075"), Decimal("0.00000075"))
-    assert ledger.record_outcomes(JOB, PARTITION, "sync-1", succeeded(ids(4)[2:]), costs(ids(4)[2:], sync_cost), lane=Lane.SYNC) == 2
+    assert (
+        ledger.record_outcomes(
+            JOB, PARTITION, "sync-1", succeeded(ids(4)[2:]), costs(ids(4)[2:], sync_cost), lane=Lane.SYNC
+        )
+        == 2
+    )
     done = ledger.get_item(JOB, PARTITION, "item-0003")
     assert (done.status, done.attempts) == ("succeeded", 2)
     assert done.cost_usd == COST[0] + sync_cost[0]
@@ -184,12 +199,20 @@ def test_late_outcome_of_a_promoted_item_counts_its_cost_but_not_its_status(ledg
     assert ledger.promote_items(JOB, PARTITION, ["item-0002"], batch_key="sync-1") == 1
     assert ledger.promote_items(JOB, PARTITION, ["item-0002"], batch_key="sync-1") == 0
     promoted = ledger.get_item(JOB, PARTITION, "item-0002")
-    assert (promoted.status, promoted.batch_key, promoted.lane, promoted.attempts) == ("submitted", "sync-1", Lane.SYNC, 2)
+    assert (promoted.status, promoted.batch_key, promoted.lane, promoted.attempts) == (
+        "submitted",
+        "sync-1",
+        Lane.SYNC,
+        2,
+    )
     assert ledger.record_outcomes(JOB, PARTITION, "batch-1", succeeded(ids(3)), costs(ids(3))) == 2
     promoted = ledger.get_item(JOB, PARTITION, "item-0002")
     assert (promoted.status, promoted.batch_key) == ("submitted", "sync-1")
     assert promoted.cost_usd == COST[0]
-    assert ledger.record_outcomes(JOB, PARTITION, "sync-1", succeeded(["item-0002"]), costs(["item-0002"]), lane=Lane.SYNC) == 1
+    assert (
+        ledger.record_outcomes(JOB, PARTITION, "sync-1", succeeded(["item-0002"]), costs(["item-0002"]), lane=Lane.SYNC)
+        == 1
+    )
     totals = ledger.partition_totals(JOB, PARTITION)
     assert totals.counts == {"succeeded": 3}
     assert (totals.attempts, totals.cost_usd) == (4, 4 * COST[0])
@@ -197,7 +220,13 @@ def test_late_outcome_of_a_promoted_item_counts_its_cost_but_not_its_status(ledg
 
 def test_money_round_trips_exactly(ledger):
     """Awkward Decimal amounts come back equal, and sums over many attempts are exact."""
-    amounts = [Decimal("0.000000375"), Decimal("123456.789012345678"), Decimal("0.1"), Decimal("0.2"), Decimal("0.000000000001")]
+    amounts = [
+        Decimal("0.000000375"),
+        Decimal("123456.789012345678"),
+        Decimal("0.1"),
+        Decimal("0.2"),
+        Decimal("0.000000000001"),
+    ]
     custom_ids = ids(len(amounts))
     ledger.record_items(JOB, PARTITION, requests(len(amounts)), provider=PROVIDER)
     ledger.assign_items(JOB, PARTITION, custom_ids, batch_key="k1", lane=Lane.BATCH)
@@ -295,7 +324,7 @@ def test_naive_deadline_and_empty_partition_are_refused(ledger, clock):
     clock.now = clock.now.replace(tzinfo=None)
     with pytest.raises(LedgerError, match="naive datetime"):
         ledger.record_items(JOB, PARTITION, requests(1), provider=PROVIDER)
-    clock.now = clock.now.replace(tzinfo=timezone.utc) + timedelta(hours=1)
+    clock.now = clock.now.replace(tzinfo=UTC) + timedelta(hours=1)
     assert ledger.record_items(JOB, PARTITION, requests(1), provider=PROVIDER) == 1
 
 
@@ -309,7 +338,9 @@ def test_release_items_gives_back_an_assignment_that_never_ran(ledger):
     released = ledger.get_item(JOB, PARTITION, "item-0000")
     assert (released.status, released.batch_key, released.attempts) == ("pending", None, 0)
     assert ledger.partition_totals(JOB, PARTITION).open_attempts == 2
-    assert ledger.assign_items(JOB, PARTITION, ids(10), batch_key="refused", lane=Lane.BATCH) == 8  # the key is free again
+    assert (
+        ledger.assign_items(JOB, PARTITION, ids(10), batch_key="refused", lane=Lane.BATCH) == 8
+    )  # the key is free again
 
 
 def test_attempt_groups_show_lanes_and_paid_twice_answers(ledger):
@@ -333,5 +364,8 @@ def test_iter_items_by_batch_key_prefix(ledger):
     ledger.record_items(JOB, PARTITION, requests(4), provider=PROVIDER)
     ledger.assign_items(JOB, PARTITION, ids(4), batch_key="batch-1", lane=Lane.BATCH)
     ledger.promote_items(JOB, PARTITION, ["item-0001", "item-0003"], batch_key="promo-x")
-    assert [i.custom_id for i in ledger.iter_items(JOB, PARTITION, batch_key_prefix="promo-")] == ["item-0001", "item-0003"]
+    assert [i.custom_id for i in ledger.iter_items(JOB, PARTITION, batch_key_prefix="promo-")] == [
+        "item-0001",
+        "item-0003",
+    ]
     assert list(ledger.iter_items(JOB, PARTITION, batch_key_prefix="promo_")) == []  # '_' is literal, not a wildcard

@@ -18,15 +18,24 @@ from batch_pipelines.providers.http import build_http_client
 from batch_pipelines.providers.retry import NO_WAIT
 
 MODEL = "claude-sonnet-4.6"
-CONFIG = ProviderConfig(name="anthropic-test", protocol="anthropic", base_url="https://vendor.test", api_key_env="UNUSED", api_key="k")
+CONFIG = ProviderConfig(
+    name="anthropic-test", protocol="anthropic", base_url="https://vendor.test", api_key_env="UNUSED", api_key="k"
+)
 
 
 def make_shard(tmp_path, n: int = 6):
     requests = [
-        LLMRequest(f"m-{i}", Endpoint.MESSAGES, MODEL, {"max_tokens": 16, "system": "Be brief.", "messages": [{"role": "user", "content": f"hi {i}"}]})
+        LLMRequest(
+            f"m-{i}",
+            Endpoint.MESSAGES,
+            MODEL,
+            {"max_tokens": 16, "system": "Be brief.", "messages": [{"role": "user", "content": f"hi {i}"}]},
+        )
         for i in range(n)
     ]
-    [shard] = shard_requests(requests, ShardLimits(max_requests=100, max_bytes=10**6), tmp_path / "shards", protocol="anthropic")
+    [shard] = shard_requests(
+        requests, ShardLimits(max_requests=100, max_bytes=10**6), tmp_path / "shards", protocol="anthropic"
+    )
     return shard
 
 
@@ -69,7 +78,9 @@ def test_find_unrecorded_sees_a_batch_the_ledger_never_heard_of(emulator, lane, 
     shard = make_shard(tmp_path)
     made = lane.create(shard, intent_key="bp-k", fingerprint=shard.fingerprint)
     since = made.created_at.replace(microsecond=0)
-    assert [c.vendor_batch_id for c in lane.find_unrecorded(created_after=since, request_count=6)] == [made.vendor_batch_id]
+    assert [c.vendor_batch_id for c in lane.find_unrecorded(created_after=since, request_count=6)] == [
+        made.vendor_batch_id
+    ]
     assert lane.find_unrecorded(created_after=since, request_count=5) == []
     assert lane.find_unrecorded(created_after=since, request_count=6, known_ids={made.vendor_batch_id}) == []
 
@@ -82,21 +93,29 @@ def test_a_results_download_cut_mid_stream_resumes(emulator, lane, tmp_path):
     emulator.advance(3600)
     files = lane.download_results(lane.get(info.vendor_batch_id), tmp_path / "dl")
     assert files.output.stat().st_size > 700
-    assert sorted(o.custom_id for o in lane.iter_outcomes(files, shard.custom_ids()) if o.kind is OutcomeKind.SUCCEEDED) == sorted(shard.custom_ids())
+    assert sorted(
+        o.custom_id for o in lane.iter_outcomes(files, shard.custom_ids()) if o.kind is OutcomeKind.SUCCEEDED
+    ) == sorted(shard.custom_ids())
 
 
 def test_429_on_create_is_queue_full_and_5xx_is_a_provider_error(tmp_path):
     """Create is one call: 429 raises QueueFullError, 500 a ProviderError (the caller consults the ledger)."""
     shard = make_shard(tmp_path)
-    answers = iter([httpx.Response(429, json={"type": "error", "error": {"type": "rate_limit_error", "message": "queue full"}}),
-                    httpx.Response(500, json={"type": "error", "error": {"type": "api_error", "message": "boom"}})])
+    answers = iter(
+        [
+            httpx.Response(429, json={"type": "error", "error": {"type": "rate_limit_error", "message": "queue full"}}),
+            httpx.Response(500, json={"type": "error", "error": {"type": "api_error", "message": "boom"}}),
+        ]
+    )
     bodies = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         bodies.append(request.read())
         return next(answers)
 
-    lane = AnthropicBatchLane(CONFIG, build_http_client(CONFIG, transport=httpx.MockTransport(handler)), NO_WAIT, lambda s: None, lambda: 0.0)
+    lane = AnthropicBatchLane(
+        CONFIG, build_http_client(CONFIG, transport=httpx.MockTransport(handler)), NO_WAIT, lambda s: None, lambda: 0.0
+    )
     with pytest.raises(QueueFullError, match="queue full"):
         lane.create(shard, intent_key="k", fingerprint="f")
     with pytest.raises(ProviderError, match="boom") as failure:
@@ -109,11 +128,24 @@ def test_429_on_create_is_queue_full_and_5xx_is_a_provider_error(tmp_path):
 
 def test_ended_batch_counts_and_expiry_map_to_our_statuses():
     """An ended batch with expired requests and no cancel reads as expired; progress appears only at the end."""
-    running = parse_anthropic_batch({"id": "msgbatch_1", "processing_status": "in_progress",
-                                     "request_counts": {"processing": 4, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
-                                     "created_at": "2026-01-01T00:00:00Z"}, "a")
+    running = parse_anthropic_batch(
+        {
+            "id": "msgbatch_1",
+            "processing_status": "in_progress",
+            "request_counts": {"processing": 4, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+        "a",
+    )
     assert (running.status, running.total, running.completed) == (BatchStatus.IN_PROGRESS, 4, None)
-    ended = parse_anthropic_batch({"id": "msgbatch_1", "processing_status": "ended", "results_url": "https://vendor.test/r",
-                                   "request_counts": {"processing": 0, "succeeded": 3, "errored": 0, "canceled": 0, "expired": 1},
-                                   "ended_at": "2026-01-02T00:00:00Z"}, "a")
+    ended = parse_anthropic_batch(
+        {
+            "id": "msgbatch_1",
+            "processing_status": "ended",
+            "results_url": "https://vendor.test/r",
+            "request_counts": {"processing": 0, "succeeded": 3, "errored": 0, "canceled": 0, "expired": 1},
+            "ended_at": "2026-01-02T00:00:00Z",
+        },
+        "a",
+    )
     assert (ended.status, ended.completed, ended.failed) == (BatchStatus.EXPIRED, 3, 0)

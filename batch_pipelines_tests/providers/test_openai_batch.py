@@ -18,7 +18,9 @@ from batch_pipelines.providers.http import build_http_client
 from batch_pipelines.providers.openai_batch import OpenAIBatchLane, parse_openai_batch
 from batch_pipelines.providers.retry import NO_WAIT
 
-CONFIG = ProviderConfig(name="openai-test", protocol="openai", base_url="https://vendor.test/v1", api_key_env="UNUSED", api_key="sk-test")
+CONFIG = ProviderConfig(
+    name="openai-test", protocol="openai", base_url="https://vendor.test/v1", api_key_env="UNUSED", api_key="sk-test"
+)
 
 
 class BrokenStream(httpx.SyncByteStream):
@@ -39,15 +41,24 @@ def make_lane(handler) -> OpenAIBatchLane:
 
 def batch_object(batch_id: str, status: str = "completed", **extra) -> dict:
     return {
-        "id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "status": status,
-        "input_file_id": "file-in", "created_at": 1_800_000_000, "request_counts": {"total": 2, "completed": 2, "failed": 0},
-        "metadata": {}, **extra,
+        "id": batch_id,
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "status": status,
+        "input_file_id": "file-in",
+        "created_at": 1_800_000_000,
+        "request_counts": {"total": 2, "completed": 2, "failed": 0},
+        "metadata": {},
+        **extra,
     }
 
 
 @pytest.fixture()
 def shard(tmp_path):
-    requests = [LLMRequest(f"r-{i}", Endpoint.CHAT, "gpt-5.4-mini", {"messages": [{"role": "user", "content": "hi"}]}) for i in range(2)]
+    requests = [
+        LLMRequest(f"r-{i}", Endpoint.CHAT, "gpt-5.4-mini", {"messages": [{"role": "user", "content": "hi"}]})
+        for i in range(2)
+    ]
     [only] = shard_requests(requests, ShardLimits(max_requests=10, max_bytes=10**6), tmp_path / "shards")
     return only
 
@@ -60,7 +71,9 @@ def test_a_download_cut_mid_stream_resumes_with_a_range_request(tmp_path):
     def handler(request: httpx.Request) -> httpx.Response:
         ranges.append(request.headers.get("range"))
         if len(ranges) == 1:
-            return httpx.Response(200, headers={"content-length": str(len(content))}, stream=BrokenStream(content[:3000]))
+            return httpx.Response(
+                200, headers={"content-length": str(len(content))}, stream=BrokenStream(content[:3000])
+            )
         start = int(request.headers["range"].removeprefix("bytes=").rstrip("-"))
         return httpx.Response(206, content=content[start:])
 
@@ -79,7 +92,9 @@ def test_a_server_that_ignores_range_makes_the_download_start_over(tmp_path):
 
     def handler(request: httpx.Request) -> httpx.Response:
         if next(calls) == 0:
-            return httpx.Response(200, headers={"content-length": str(len(content))}, stream=BrokenStream(content[:4000]))
+            return httpx.Response(
+                200, headers={"content-length": str(len(content))}, stream=BrokenStream(content[:4000])
+            )
         return httpx.Response(200, content=content)
 
     lane = make_lane(handler)
@@ -88,7 +103,9 @@ def test_a_server_that_ignores_range_makes_the_download_start_over(tmp_path):
 
 def test_a_download_that_keeps_breaking_gives_up_with_a_clear_error(tmp_path):
     """After the policy's attempts the error says the download broke, and no partial file is left as the result."""
-    lane = make_lane(lambda request: httpx.Response(200, headers={"content-length": "100"}, stream=BrokenStream(b"x" * 10)))
+    lane = make_lane(
+        lambda request: httpx.Response(200, headers={"content-length": "100"}, stream=BrokenStream(b"x" * 10))
+    )
     with pytest.raises(ProviderError, match="broke 5 time"):
         lane.download("/files/f/content", tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
@@ -97,7 +114,14 @@ def test_a_download_that_keeps_breaking_gives_up_with_a_clear_error(tmp_path):
 def test_a_completed_batch_with_no_output_file_reads_its_error_file(tmp_path):
     """Every line failed: output_file_id is null, the error file supplies every outcome."""
     errors = b"".join(
-        orjson.dumps({"custom_id": f"r-{i}", "response": {"status_code": 400, "body": {"error": {"message": "bad model"}}}, "error": None}) + b"\n"
+        orjson.dumps(
+            {
+                "custom_id": f"r-{i}",
+                "response": {"status_code": 400, "body": {"error": {"message": "bad model"}}},
+                "error": None,
+            }
+        )
+        + b"\n"
         for i in range(2)
     )
 
@@ -115,20 +139,39 @@ def test_a_completed_batch_with_no_output_file_reads_its_error_file(tmp_path):
 
 def test_an_expired_batch_with_partial_output_accounts_for_every_item(tmp_path):
     """Finished lines succeed, batch_expired lines expire, and an id with no line is missing."""
-    ok = {"custom_id": "r-0", "response": {"status_code": 200, "body": {"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}}, "error": None}
+    ok = {
+        "custom_id": "r-0",
+        "response": {
+            "status_code": 200,
+            "body": {
+                "choices": [{"message": {"content": "hi"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+            },
+        },
+        "error": None,
+    }
     expired = {"custom_id": "r-1", "response": None, "error": {"code": "batch_expired", "message": "expired"}}
     files = {"/v1/files/out/content": orjson.dumps(ok) + b"\n", "/v1/files/err/content": orjson.dumps(expired) + b"\n"}
     lane = make_lane(lambda request: httpx.Response(200, content=files[request.url.path]))
-    info = parse_openai_batch(batch_object("batch_1", "expired", output_file_id="out", error_file_id="err", expired_at=1_800_090_000), CONFIG.name)
+    info = parse_openai_batch(
+        batch_object("batch_1", "expired", output_file_id="out", error_file_id="err", expired_at=1_800_090_000),
+        CONFIG.name,
+    )
     assert info.status is BatchStatus.EXPIRED and info.ended_at is not None
-    kinds = {o.custom_id: o.kind for o in lane.iter_outcomes(lane.download_results(info, tmp_path), ["r-0", "r-1", "r-2"])}
+    kinds = {
+        o.custom_id: o.kind for o in lane.iter_outcomes(lane.download_results(info, tmp_path), ["r-0", "r-1", "r-2"])
+    }
     assert kinds == {"r-0": OutcomeKind.SUCCEEDED, "r-1": OutcomeKind.EXPIRED, "r-2": OutcomeKind.MISSING}
 
 
 def test_token_limit_failure_is_a_queue_full_signal():
     """A batch that failed with token_limit_exceeded reads as queue-full, not as a failure of its items."""
     info = parse_openai_batch(
-        batch_object("batch_1", "failed", errors={"data": [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached"}]}),
+        batch_object(
+            "batch_1",
+            "failed",
+            errors={"data": [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached"}]},
+        ),
         CONFIG.name,
     )
     assert info.status is BatchStatus.FAILED and info.is_queue_full
@@ -140,7 +183,9 @@ def test_429_on_create_is_waited_out_then_raised_as_queue_full(shard):
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.path)
-        return httpx.Response(429, json={"error": {"message": "queue full", "code": "rate_limit_exceeded"}}, headers={"retry-after": "1"})
+        return httpx.Response(
+            429, json={"error": {"message": "queue full", "code": "rate_limit_exceeded"}}, headers={"retry-after": "1"}
+        )
 
     lane = make_lane(handler)
     with pytest.raises(QueueFullError, match="queue full"):
@@ -149,7 +194,8 @@ def test_429_on_create_is_waited_out_then_raised_as_queue_full(shard):
 
 
 def test_a_lost_create_response_reattaches_to_the_batch_the_vendor_made(shard):
-    """The vendor created the batch but the answer never came: create finds it by intent key instead of making a second."""
+    """The vendor created the batch but the answer never came: create finds it by intent key instead of making a
+    second."""
     created: list[dict] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -179,7 +225,9 @@ def test_poll_reads_list_pages_not_one_call_per_batch():
             after = request.url.params.get("after")
             start = 0 if after is None else next(i for i, b in enumerate(everything) if b["id"] == after) + 1
             page = everything[start : start + 100]
-            return httpx.Response(200, json={"data": page, "has_more": start + 100 < len(everything), "last_id": page[-1]["id"]})
+            return httpx.Response(
+                200, json={"data": page, "has_more": start + 100 < len(everything), "last_id": page[-1]["id"]}
+            )
         return httpx.Response(200, json=batch_object(request.url.path.rsplit("/", 1)[1], "completed"))
 
     lane = make_lane(handler)

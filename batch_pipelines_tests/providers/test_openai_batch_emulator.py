@@ -22,9 +22,19 @@ def lane(emulator):
 
 def shard_of(tmp_path, n: int, endpoint: Endpoint = Endpoint.CHAT):
     if endpoint is Endpoint.EMBEDDINGS:
-        requests = [LLMRequest(f"e-{i}", endpoint, "text-embedding-3-small", {"input": [f"chunk {i}"]}) for i in range(n)]
+        requests = [
+            LLMRequest(f"e-{i}", endpoint, "text-embedding-3-small", {"input": [f"chunk {i}"]}) for i in range(n)
+        ]
     else:
-        requests = [LLMRequest(f"c-{i}", endpoint, "gpt-5.4-mini", {"messages": [{"role": "user", "content": f"q {i}"}], "max_tokens": 8}) for i in range(n)]
+        requests = [
+            LLMRequest(
+                f"c-{i}",
+                endpoint,
+                "gpt-5.4-mini",
+                {"messages": [{"role": "user", "content": f"q {i}"}], "max_tokens": 8},
+            )
+            for i in range(n)
+        ]
     [shard] = shard_requests(requests, ShardLimits(max_requests=1000, max_bytes=10**7), tmp_path / endpoint.name)
     return shard
 
@@ -42,7 +52,9 @@ def test_upload_create_poll_and_collect_over_loopback(emulator, lane, tmp_path, 
     emulator.advance(3600)
     [done] = lane.poll({info.vendor_batch_id}).values()
     assert done.status is BatchStatus.COMPLETED and done.total == done.completed == 12
-    outcomes = list(lane.iter_outcomes(lane.download_results(done, tmp_path / "dl"), shard.custom_ids(), model=shard.model))
+    outcomes = list(
+        lane.iter_outcomes(lane.download_results(done, tmp_path / "dl"), shard.custom_ids(), model=shard.model)
+    )
     assert len(outcomes) == 12 and {o.kind for o in outcomes} == {OutcomeKind.SUCCEEDED}
     assert all(o.usage.input_tokens > 0 for o in outcomes)
 
@@ -50,7 +62,9 @@ def test_upload_create_poll_and_collect_over_loopback(emulator, lane, tmp_path, 
 def test_cancel_over_loopback_salvages_partial_output(emulator, lane, tmp_path):
     """A cancelled batch ends cancelled; every item is accounted for as succeeded, cancelled or missing."""
     shard = shard_of(tmp_path, 40)
-    info = lane.create(shard, intent_key="bp-c", fingerprint=shard.fingerprint, input_file_id=lane.upload(shard, intent_key="bp-c"))
+    info = lane.create(
+        shard, intent_key="bp-c", fingerprint=shard.fingerprint, input_file_id=lane.upload(shard, intent_key="bp-c")
+    )
     emulator.advance(20)
     assert lane.cancel(info.vendor_batch_id).status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED)
     emulator.advance(3600)

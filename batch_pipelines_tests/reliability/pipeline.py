@@ -12,11 +12,12 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -62,7 +63,7 @@ class VirtualTime:
             self._now = self.emu.now()
 
     def datetime(self) -> datetime:
-        return datetime.fromtimestamp(self._now, timezone.utc)
+        return datetime.fromtimestamp(self._now, UTC)
 
 
 class FakeMonotonic:
@@ -120,7 +121,12 @@ def make_requests(
     for i in range(n):
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": "user", "content": f"Labels: billing, bug, other\nTicket {i}: the invoice for order {i} is wrong"}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": f"Labels: billing, bug, other\nTicket {i}: the invoice for order {i} is wrong",
+                }
+            ],
         }
         if anthropic:
             body["max_tokens"] = 32
@@ -163,7 +169,15 @@ class Scenario:
         return self.reports[-1]
 
 
-def start(emu: RunningEmulator, gateway: Gateway, vtime: VirtualTime, requests: list[LLMRequest], *, job: str | None = None, partition: str = "p0") -> Scenario:
+def start(
+    emu: RunningEmulator,
+    gateway: Gateway,
+    vtime: VirtualTime,
+    requests: list[LLMRequest],
+    *,
+    job: str | None = None,
+    partition: str = "p0",
+) -> Scenario:
     return Scenario(emu, vtime, gateway, job or fresh_name("job"), partition, list(requests), emu.stats())
 
 
@@ -194,7 +208,9 @@ def tick(scenario: Scenario, *, parse_response=None, worker: str = "gateway") ->
         progress = gw.progress(job, partition)
         if not progress.ready_for_results:
             return False
-        report = gw.reconcile(job, partition, rebuild_requests=scenario.rebuild, parse_response=parse_response, worker=worker)
+        report = gw.reconcile(
+            job, partition, rebuild_requests=scenario.rebuild, parse_response=parse_response, worker=worker
+        )
     except ProviderError as exc:
         # The vendor kept failing past the retry policy (injected 5xx): this tick or run fails
         # and the next one starts again from the ledger, as a sensor tick or a run retry would.
@@ -214,7 +230,10 @@ def drive(scenario: Scenario, *, step_seconds: float = 3600, max_ticks: int = 80
         if tick(scenario, parse_response=parse_response):
             return scenario
         scenario.vtime.advance(step_seconds)
-    raise AssertionError(f"{scenario.job}/{scenario.partition} did not complete in {max_ticks} ticks: {scenario.gateway.ledger.item_counts(scenario.job, scenario.partition)}")
+    raise AssertionError(
+        f"{scenario.job}/{scenario.partition} did not complete in {max_ticks} ticks: "
+        f"{scenario.gateway.ledger.item_counts(scenario.job, scenario.partition)}"
+    )
 
 
 def run_partition(emu, gateway, vtime, requests, **options) -> Scenario:
@@ -254,7 +273,9 @@ def emulator_cost(scenario: Scenario, stats_after: dict[str, Any] | None = None)
 def vendor_batches_by_intent(scenario: Scenario) -> Counter:
     """OpenAI: how many vendor batches carry each of this job's intent keys (from the list endpoint)."""
     counts: Counter = Counter()
-    with httpx.Client(base_url=scenario.emu.openai_base_url, headers={"Authorization": f"Bearer {scenario.emu.api_key}"}) as http:
+    with httpx.Client(
+        base_url=scenario.emu.openai_base_url, headers={"Authorization": f"Bearer {scenario.emu.api_key}"}
+    ) as http:
         after = None
         while True:
             params: dict[str, Any] = {"limit": 100}
@@ -274,7 +295,9 @@ def vendor_batches_by_intent(scenario: Scenario) -> Counter:
             after = page["last_id"]
 
 
-def assert_invariants(scenario: Scenario, *, check_cost: bool = True, results_path: Path | None = None) -> dict[str, int]:
+def assert_invariants(
+    scenario: Scenario, *, check_cost: bool = True, results_path: Path | None = None
+) -> dict[str, int]:
     """Every item exactly one terminal outcome, counts add up, one batch per intent, one row per
     item in the table, and the ledger's cost equal to the priced usage the emulator reported."""
     gw, job, partition = scenario.gateway, scenario.job, scenario.partition
@@ -293,7 +316,10 @@ def assert_invariants(scenario: Scenario, *, check_cost: bool = True, results_pa
     stats_after = scenario.emu.stats()
     created = new_batch_ids(scenario, stats_after)
     recorded = {row.vendor_batch_id for row in ledger.batches(job, partition)}
-    assert created == recorded, f"vendor batches {sorted(created - recorded)} unknown to the ledger, {sorted(recorded - created)} unknown to the vendor"
+    assert created == recorded, (
+        f"vendor batches {sorted(created - recorded)} unknown to the ledger, {sorted(recorded - created)} "
+        "unknown to the vendor"
+    )
     intents = ledger.intents(job, partition)
     with_batch = [i.vendor_batch_id for i in intents if i.vendor_batch_id]
     assert len(with_batch) == len(set(with_batch)) == len(created), "one vendor batch per intent"

@@ -55,8 +55,13 @@ def test_crash_during_submit_resumes_without_a_second_batch(emu, vtime, tmp_path
 
     with pytest.raises(Crash):
         submit_partition(
-            gateway.ledger, gateway.client_for_model(model), scenario.requests, job=scenario.job,
-            partition=scenario.partition, work_dir=gateway.work_dir / scenario.job / scenario.partition, crash_hook=crash_at,
+            gateway.ledger,
+            gateway.client_for_model(model),
+            scenario.requests,
+            job=scenario.job,
+            partition=scenario.partition,
+            work_dir=gateway.work_dir / scenario.job / scenario.partition,
+            crash_hook=crash_at,
         )
     _resume(scenario, emu, vtime, tmp_path)
     submit(scenario)
@@ -95,13 +100,17 @@ def _partition_with_retries(emu, vtime, tmp_path, model=OPENAI_MODEL, **faults):
 
 
 def _reconcile(scenario, worker):
-    return scenario.gateway.reconcile(scenario.job, scenario.partition, rebuild_requests=scenario.rebuild, worker=worker)
+    return scenario.gateway.reconcile(
+        scenario.job, scenario.partition, rebuild_requests=scenario.rebuild, worker=worker
+    )
 
 
 @pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL])
 def test_crash_mid_download_resumes(emu, vtime, tmp_path, model):
     """Killed while downloading the results, the next run (another worker) collects them once."""
-    scenario = _partition_with_retries(emu, vtime, tmp_path, model, item_error_rate=0.2, item_error_kinds={"server_error_500": 1})
+    scenario = _partition_with_retries(
+        emu, vtime, tmp_path, model, item_error_rate=0.2, item_error_kinds={"server_error_500": 1}
+    )
     lane = scenario.gateway.client_for_model(model).batch
     _crash_once(lane, "download" if model == OPENAI_MODEL else "download_results")
     with pytest.raises(Crash):
@@ -115,7 +124,9 @@ def test_crash_mid_download_resumes(emu, vtime, tmp_path, model):
 
 def test_crash_after_recording_outcomes_before_marking_reconciled(emu, vtime, tmp_path):
     """Killed after the outcomes are in the ledger, the replay records nothing twice."""
-    scenario = _partition_with_retries(emu, vtime, tmp_path, item_error_rate=0.2, item_error_kinds={"server_error_500": 1})
+    scenario = _partition_with_retries(
+        emu, vtime, tmp_path, item_error_rate=0.2, item_error_kinds={"server_error_500": 1}
+    )
     _crash_once(scenario.gateway.ledger, "mark_batch_reconciled")
     with pytest.raises(Crash):
         _reconcile(scenario, "run-1")
@@ -128,7 +139,9 @@ def test_crash_after_recording_outcomes_before_marking_reconciled(emu, vtime, tm
 
 def test_crash_mid_sync_retry_releases_and_resumes(emu, vtime, tmp_path):
     """Killed mid sync retry, items left 'submitted' under the sync key are released and retried once."""
-    scenario = _partition_with_retries(emu, vtime, tmp_path, item_error_rate=0.3, item_error_kinds={"server_error_500": 1})
+    scenario = _partition_with_retries(
+        emu, vtime, tmp_path, item_error_rate=0.3, item_error_kinds={"server_error_500": 1}
+    )
     sync = scenario.gateway.client_for_model(OPENAI_MODEL).sync
     _crash_once(sync, "run_many")
     with pytest.raises(Crash):
@@ -146,7 +159,9 @@ def test_crash_mid_sync_retry_releases_and_resumes(emu, vtime, tmp_path):
 
 def test_crash_between_mark_for_retry_and_resubmit(emu, vtime, tmp_path):
     """Killed after items went back to pending for a retry, the next run sends them again."""
-    scenario = _partition_with_retries(emu, vtime, tmp_path, item_error_rate=0.3, item_error_kinds={"server_error_500": 1})
+    scenario = _partition_with_retries(
+        emu, vtime, tmp_path, item_error_rate=0.3, item_error_kinds={"server_error_500": 1}
+    )
     gateway = scenario.gateway
     _crash_once(gateway.ledger, "mark_for_retry", after_call=True)
     with pytest.raises(Crash):
@@ -177,7 +192,9 @@ def test_crash_mid_promotion_resumes(emu, vtime, tmp_path):
     assert assert_invariants(scenario) == {"succeeded": 20}
 
 
-@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to run the PostgreSQL concurrency test")
+@pytest.mark.skipif(
+    not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to run the PostgreSQL concurrency test"
+)
 def test_two_workers_reconcile_the_same_partition_once(emu, vtime, tmp_path):
     """Two workers (own Gateway and Ledger each) reconciling one partition at once produce one set of results."""
     url = os.environ[POSTGRES_ENV]
@@ -195,7 +212,9 @@ def test_two_workers_reconcile_the_same_partition_once(emu, vtime, tmp_path):
     def work(gw, name):
         try:
             barrier.wait()
-            reports.append(gw.reconcile(scenario.job, scenario.partition, rebuild_requests=scenario.rebuild, worker=name))
+            reports.append(
+                gw.reconcile(scenario.job, scenario.partition, rebuild_requests=scenario.rebuild, worker=name)
+            )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 

@@ -7,7 +7,14 @@ from decimal import Decimal
 
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines_tests.reliability.conftest import with_profile
-from batch_pipelines_tests.reliability.pipeline import assert_invariants, build_gateway, make_requests, start, submit, tick
+from batch_pipelines_tests.reliability.pipeline import (
+    assert_invariants,
+    build_gateway,
+    make_requests,
+    start,
+    submit,
+    tick,
+)
 
 STEP = 300  # the deadline sensor's tick, in virtual seconds
 

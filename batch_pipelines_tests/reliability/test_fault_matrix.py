@@ -17,8 +17,8 @@ from batch_pipelines_tests.reliability.pipeline import (
     OPENAI_MODEL,
     TEST_POLICY,
     assert_invariants,
-    emulator_cost,
     drive,
+    emulator_cost,
     make_requests,
     run_partition,
     start,
@@ -98,7 +98,8 @@ def test_all_lines_failed(emu, vtime, gateway):
 
 
 def test_token_limit_exceeded_delays_without_spending_attempts(emu, vtime, gateway):
-    """token_limit_exceeded: the refused work is resubmitted smaller, spends no attempt and does not fail the partition."""
+    """token_limit_exceeded: the refused work is resubmitted smaller, spends no attempt and does not fail the
+    partition."""
     requests = make_requests(40)
     with_profile(emu, enqueued_token_limits={OPENAI_MODEL: 900})
     scenario = start(emu, gateway, vtime, requests)
@@ -147,8 +148,15 @@ def test_malformed_output_line_anthropic_cost_gap_is_exactly_the_unreadable_line
 @pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL])
 def test_429_bursts_and_5xx_on_every_route(emu, vtime, gateway, model):
     """5xx on file and batch routes, 429 bursts and 5xx on the sync lane: retried through, nothing lost or doubled."""
-    with_profile(emu, route_5xx_rate=0.3, sync_429_burst=2, sync_5xx_rate=0.3, item_error_rate=0.2,
-                 item_error_kinds={"server_error_500": 1, "rate_limited_429": 1}, seed=9)
+    with_profile(
+        emu,
+        route_5xx_rate=0.3,
+        sync_429_burst=2,
+        sync_5xx_rate=0.3,
+        item_error_rate=0.2,
+        item_error_kinds={"server_error_500": 1, "rate_limited_429": 1},
+        seed=9,
+    )
     scenario = run_partition(emu, gateway, vtime, make_requests(40, model=model))
     counts = assert_invariants(scenario)
     assert counts == {"succeeded": 40}

@@ -26,7 +26,9 @@ def random_profile(rng: random.Random) -> dict:
     profile: dict = {**BASE_PROFILE, "seed": rng.randrange(1 << 30)}
     menu = {
         "item_error_rate": lambda: rng.choice([0.05, 0.2, 0.5]),
-        "item_error_kinds": lambda: {k: rng.randint(0, 3) or 1 for k in ("invalid_request_400", "server_error_500", "rate_limited_429")},
+        "item_error_kinds": lambda: {
+            k: rng.randint(0, 3) or 1 for k in ("invalid_request_400", "server_error_500", "rate_limited_429")
+        },
         "missing_line_rate": lambda: rng.choice([0.05, 0.3]),
         "all_lines_fail": lambda: True,
         "expire_rate": lambda: 1.0,

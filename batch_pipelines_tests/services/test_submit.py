@@ -29,10 +29,20 @@ class Crash(Exception):
 def requests_for(model: str) -> list[LLMRequest]:
     if model.startswith("claude"):
         return [
-            LLMRequest(f"m-{i}", Endpoint.MESSAGES, model, {"max_tokens": 16, "messages": [{"role": "user", "content": f"hi {i}"}]})
+            LLMRequest(
+                f"m-{i}",
+                Endpoint.MESSAGES,
+                model,
+                {"max_tokens": 16, "messages": [{"role": "user", "content": f"hi {i}"}]},
+            )
             for i in range(ITEMS)
         ]
-    return [LLMRequest(f"c-{i}", Endpoint.CHAT, model, {"messages": [{"role": "user", "content": f"hi {i}"}], "max_tokens": 16}) for i in range(ITEMS)]
+    return [
+        LLMRequest(
+            f"c-{i}", Endpoint.CHAT, model, {"messages": [{"role": "user", "content": f"hi {i}"}], "max_tokens": 16}
+        )
+        for i in range(ITEMS)
+    ]
 
 
 @pytest.fixture()
@@ -50,7 +60,11 @@ def ledger(tmp_path):
 
 
 def batch_files(emulator) -> list[dict]:
-    response = httpx.get(f"{emulator.openai_base_url}/files", params={"purpose": "batch"}, headers={"Authorization": f"Bearer {emulator.api_key}"})
+    response = httpx.get(
+        f"{emulator.openai_base_url}/files",
+        params={"purpose": "batch"},
+        headers={"Authorization": f"Bearer {emulator.api_key}"},
+    )
     return [f for f in response.json()["data"] if f["filename"].startswith("bp-")]
 
 
@@ -67,13 +81,24 @@ def crash_at(step: str):
 
 @pytest.mark.parametrize(
     "model, vendor, step",
-    [("gpt-5.4-mini", "openai", s) for s in OPENAI_STEPS] + [("claude-sonnet-4.6", "anthropic", s) for s in ANTHROPIC_STEPS],
+    [("gpt-5.4-mini", "openai", s) for s in OPENAI_STEPS]
+    + [("claude-sonnet-4.6", "anthropic", s) for s in ANTHROPIC_STEPS],
 )
-def test_a_crash_at_any_submit_step_then_a_retry_makes_one_batch_per_shard(emulator, clients, ledger, tmp_path, model, vendor, step):
+def test_a_crash_at_any_submit_step_then_a_retry_makes_one_batch_per_shard(
+    emulator, clients, ledger, tmp_path, model, vendor, step
+):
     """Crash at the step, submit again: one vendor batch per intent, no orphan upload, every item assigned."""
     client = clients.for_model(model)
     with pytest.raises(Crash):
-        submit_partition(ledger, client, requests_for(model), job="j", partition="p", work_dir=tmp_path / "w", crash_hook=crash_at(step))
+        submit_partition(
+            ledger,
+            client,
+            requests_for(model),
+            job="j",
+            partition="p",
+            work_dir=tmp_path / "w",
+            crash_hook=crash_at(step),
+        )
     infos = submit_partition(ledger, client, requests_for(model), job="j", partition="p", work_dir=tmp_path / "w")
 
     stats = emulator.stats()
@@ -92,8 +117,12 @@ def test_a_crash_at_any_submit_step_then_a_retry_makes_one_batch_per_shard(emula
 def test_submitting_a_finished_partition_again_changes_nothing(emulator, clients, ledger, tmp_path):
     """A second full submit re-attaches to both batches: same ids, no new batch, no new upload."""
     client = clients.for_model("gpt-5.4-mini")
-    first = submit_partition(ledger, client, requests_for("gpt-5.4-mini"), job="j", partition="p", work_dir=tmp_path / "w")
-    second = submit_partition(ledger, client, requests_for("gpt-5.4-mini"), job="j", partition="p", work_dir=tmp_path / "w")
+    first = submit_partition(
+        ledger, client, requests_for("gpt-5.4-mini"), job="j", partition="p", work_dir=tmp_path / "w"
+    )
+    second = submit_partition(
+        ledger, client, requests_for("gpt-5.4-mini"), job="j", partition="p", work_dir=tmp_path / "w"
+    )
     assert [i.vendor_batch_id for i in first] == [i.vendor_batch_id for i in second]
     assert emulator.stats()["batches_created"]["openai"] == 2 and len(batch_files(emulator)) == 2
 
@@ -103,7 +132,9 @@ def test_a_repeated_custom_id_is_refused_before_any_provider_call(emulator, clie
     requests = requests_for("gpt-5.4-mini")
     requests[7] = LLMRequest("c-0", Endpoint.CHAT, "gpt-5.4-mini", {"messages": [{"role": "user", "content": "x"}]})
     with pytest.raises(InvalidInputError, match="'c-0' appears twice"):
-        submit_partition(ledger, clients.for_model("gpt-5.4-mini"), requests, job="j", partition="p", work_dir=tmp_path / "w")
+        submit_partition(
+            ledger, clients.for_model("gpt-5.4-mini"), requests, job="j", partition="p", work_dir=tmp_path / "w"
+        )
     assert emulator.stats()["batches_created"].get("openai", 0) == 0 and batch_files(emulator) == []
 
 
@@ -125,9 +156,17 @@ class QueueLimitedVendor:
         if request.method == "POST" and path == "/v1/batches":
             body = orjson.loads(request.content)
             if self.files[body["input_file_id"]] > self.limit:
-                return httpx.Response(429, json={"error": {"message": "Enqueued token limit reached", "code": "rate_limit_exceeded"}})
-            batch = {"id": f"batch_{next(self.ids)}", "status": "validating", "input_file_id": body["input_file_id"],
-                     "metadata": body["metadata"], "created_at": 1_900_000_000, "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+                return httpx.Response(
+                    429, json={"error": {"message": "Enqueued token limit reached", "code": "rate_limit_exceeded"}}
+                )
+            batch = {
+                "id": f"batch_{next(self.ids)}",
+                "status": "validating",
+                "input_file_id": body["input_file_id"],
+                "metadata": body["metadata"],
+                "created_at": 1_900_000_000,
+                "request_counts": {"total": 0, "completed": 0, "failed": 0},
+            }
             self.batches.append(batch)
             return httpx.Response(200, json=batch)
         if request.method == "GET" and path == "/v1/files":
@@ -140,10 +179,18 @@ class QueueLimitedVendor:
 def test_a_full_queue_splits_the_shard_and_spends_no_attempt(tmp_path, ledger):
     """429 on create for 8 requests: halves of 4 go through, items are assigned once, attempts are 1."""
     vendor = QueueLimitedVendor(limit=4)
-    config = ProviderConfig(name="openai-q", protocol="openai", base_url="https://vendor.test/v1", api_key_env="UNUSED",
-                            api_key="sk-test", caps=BatchCaps(max_requests=50, max_bytes=10**6))
+    config = ProviderConfig(
+        name="openai-q",
+        protocol="openai",
+        base_url="https://vendor.test/v1",
+        api_key_env="UNUSED",
+        api_key="sk-test",
+        caps=BatchCaps(max_requests=50, max_bytes=10**6),
+    )
     client = build_client(config, transport=httpx.MockTransport(vendor), retry=NO_WAIT, sleep=lambda s: None)
-    infos = submit_partition(ledger, client, requests_for("gpt-5.4-mini"), job="j", partition="p", work_dir=tmp_path / "w")
+    infos = submit_partition(
+        ledger, client, requests_for("gpt-5.4-mini"), job="j", partition="p", work_dir=tmp_path / "w"
+    )
     assert [vendor.files[i.input_file_id] for i in infos] == [4, 4]
     assert len(vendor.batches) == 2
     assert {item.attempts for item in ledger.iter_items("j", "p")} == {1}
@@ -153,7 +200,9 @@ def test_a_full_queue_splits_the_shard_and_spends_no_attempt(tmp_path, ledger):
 def test_a_queue_too_full_for_even_the_smallest_split_raises_queue_full(tmp_path, ledger):
     """When even the smallest piece is refused, QueueFullError reaches the caller and items stay pending."""
     vendor = QueueLimitedVendor(limit=0)
-    config = ProviderConfig(name="openai-q", protocol="openai", base_url="https://vendor.test/v1", api_key_env="UNUSED", api_key="sk-test")
+    config = ProviderConfig(
+        name="openai-q", protocol="openai", base_url="https://vendor.test/v1", api_key_env="UNUSED", api_key="sk-test"
+    )
     client = build_client(config, transport=httpx.MockTransport(vendor), retry=NO_WAIT, sleep=lambda s: None)
     with pytest.raises(QueueFullError):
         submit_partition(ledger, client, requests_for("gpt-5.4-mini"), job="j", partition="p", work_dir=tmp_path / "w")
