@@ -29,7 +29,7 @@ from batch_pipelines.providers.batch_lane import (
     epoch_to_datetime,
     require_dict,
 )
-from batch_pipelines.providers.http import vendor_error
+from batch_pipelines.providers.http import path_segment, vendor_error
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
 
 BATCHES_PATH = "/v1/messages/batches"
@@ -173,18 +173,39 @@ class AnthropicBatchLane(BatchLaneBase):
 
     # -- watch ---------------------------------------------------------------------------------
     def get(self, vendor_batch_id: str) -> BatchInfo:
-        return parse_anthropic_batch(self._json("GET", f"{BATCHES_PATH}/{vendor_batch_id}"), self.provider)
+        return parse_anthropic_batch(
+            self._json("GET", f"{BATCHES_PATH}/{path_segment(vendor_batch_id)}"), self.provider
+        )
 
     def cancel(self, vendor_batch_id: str) -> BatchInfo:
-        return parse_anthropic_batch(self._json("POST", f"{BATCHES_PATH}/{vendor_batch_id}/cancel"), self.provider)
+        return parse_anthropic_batch(
+            self._json("POST", f"{BATCHES_PATH}/{path_segment(vendor_batch_id)}/cancel"), self.provider
+        )
 
     # -- results ---------------------------------------------------------------------------------
     def download_results(self, info: BatchInfo, dest_dir: str | Path) -> ResultFiles:
-        """The results JSONL (only once the batch ended; before that there is none)."""
+        """The results JSONL (only once the batch ended; before that there is none).
+
+        ``results_url`` is resolved per RFC 3986 against the batch's own URL, so a root-relative
+        ``/v1/...`` is relative to the host, not appended to a base URL's path prefix. Anthropic's
+        reference says not to assume its form; when it 404s, or points at another host (our key
+        goes only to the configured one), the documented route under the base URL is used.
+        """
         if not info.results_url:
             return ResultFiles("anthropic")
-        url = info.results_url
-        if httpx.URL(url).is_absolute_url and not url.startswith(self.config.base_url):
-            # Results live on the vendor's host; our auth headers go only to the configured base URL.
-            raise ProviderError("results_url points outside the provider's base URL", url_host=httpx.URL(url).host)
-        return ResultFiles("anthropic", self.download(url, Path(dest_dir) / "results.jsonl"))
+        dest = Path(dest_dir) / "results.jsonl"
+        documented = f"{BATCHES_PATH}/{path_segment(info.vendor_batch_id)}/results"
+        batch_url = self.http.build_request("GET", f"{BATCHES_PATH}/{path_segment(info.vendor_batch_id)}").url
+        resolved = batch_url.join(info.results_url)
+        if not _same_origin(resolved, batch_url):
+            return ResultFiles("anthropic", self.download(documented, dest))
+        try:
+            return ResultFiles("anthropic", self.download(resolved, dest))
+        except ProviderError as exc:
+            if exc.status_code != 404 or resolved == self.http.build_request("GET", documented).url:
+                raise
+        return ResultFiles("anthropic", self.download(documented, dest))
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)

@@ -21,11 +21,16 @@ from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError
 from batch_pipelines.core.outcomes import ItemOutcome
 from batch_pipelines.providers.config import ProviderConfig
+from batch_pipelines.providers.http import shown_url
 from batch_pipelines.providers.results_parsing import ParseReport, iter_outcomes
 from batch_pipelines.providers.retry import RetryPolicy, send_with_retry
 
 ONE_SHOT = RetryPolicy(max_attempts=1)
 """For calls that must not be repeated blindly (create): the lane decides what to do next."""
+
+# A list route the server does not have: several OpenAI-compatible servers and gateways lack
+# GET /batches or GET /files, which the vendors' own references treat as conveniences.
+ROUTE_MISSING = frozenset({404, 405, 501})
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +164,16 @@ class BatchLaneBase:
         found: dict[str, BatchInfo] = {}
         if not wanted:
             return found
-        for info in self.iter_batches(created_after=created_after, max_pages=max_pages):
-            if info.vendor_batch_id in wanted:
-                found[info.vendor_batch_id] = info
-                if len(found) == len(wanted):
-                    break
+        try:
+            for info in self.iter_batches(created_after=created_after, max_pages=max_pages):
+                if info.vendor_batch_id in wanted:
+                    found[info.vendor_batch_id] = info
+                    if len(found) == len(wanted):
+                        break
+        except ProviderError as exc:
+            if exc.status_code not in ROUTE_MISSING:
+                raise
+            # No list route on this server: one GET per batch still answers the question.
         for batch_id in sorted(wanted - found.keys()):
             found[batch_id] = self.get(batch_id)
         return found
@@ -195,8 +205,9 @@ class BatchLaneBase:
                     if not response.is_success:
                         response.read()
                         raise ProviderError(
-                            f"GET {httpx.URL(url).path} failed with HTTP {response.status_code}",
+                            f"GET {shown_url(response.request.url)} failed with HTTP {response.status_code}",
                             status_code=response.status_code,
+                            url=shown_url(response.request.url),
                         )
                     resumed = have and response.status_code == 206
                     with open(part, "ab" if resumed else "wb") as handle:
@@ -212,7 +223,8 @@ class BatchLaneBase:
                 )
                 if delay is None:
                     raise ProviderError(
-                        f"download of {httpx.URL(url).path} broke {attempt} time(s); giving up: {type(exc).__name__}",
+                        f"download of {shown_url(self.http.build_request('GET', url).url)} broke {attempt} time(s); "
+                        f"giving up: {type(exc).__name__}",
                         status_code=None,
                         error_code="download_interrupted",
                         bytes_received=part.stat().st_size if part.exists() else 0,

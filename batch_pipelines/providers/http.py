@@ -8,6 +8,7 @@ for a vendor.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -154,3 +155,16 @@ def vendor_error(response: httpx.Response) -> tuple[str, str | None]:
     code = error.get("code") or error.get("type")
     text = str(message)[:MAX_MESSAGE_CHARS] if message else fallback
     return text, str(code) if code is not None else None
+
+
+def path_segment(vendor_id: str) -> str:
+    """A vendor id made safe to put in a URL path: a hostile id cannot climb out (``..``, ``/``, ``?``)."""
+    escaped = quote(vendor_id, safe="")
+    # quote() keeps dots (they are unreserved), but a segment of only dots means "go up".
+    return escaped.replace(".", "%2E") if escaped.strip(".") == "" else escaped
+
+
+def shown_url(url: httpx.URL) -> str:
+    """The URL actually requested, for error messages: no userinfo, no query (signed URLs carry tokens there)."""
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}"

@@ -35,7 +35,7 @@ from batch_pipelines.providers.batch_lane import (
     metadata_of,
     require_dict,
 )
-from batch_pipelines.providers.http import vendor_error
+from batch_pipelines.providers.http import path_segment, vendor_error
 from batch_pipelines.providers.results_parsing import openai_usage
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
 
@@ -181,7 +181,7 @@ class OpenAIBatchLane(BatchLaneBase):
                     error_code=code,
                     retry_after=hint,
                 )
-                if not self.retry.retryable_status(response.status_code):
+                if not self.retry.should_retry(response):
                     raise failure
             if response_may_have_created(failure):
                 existing = self.find_by_intent(intent_key, created_after=created_after)
@@ -232,17 +232,17 @@ class OpenAIBatchLane(BatchLaneBase):
 
     def delete_file(self, file_id: str) -> None:
         try:
-            self._send("DELETE", f"/files/{file_id}")
+            self._send("DELETE", f"/files/{path_segment(file_id)}")
         except ProviderError as exc:
             if exc.status_code != 404:  # already gone is what we wanted
                 raise
 
     # -- watch ---------------------------------------------------------------------------------
     def get(self, vendor_batch_id: str) -> BatchInfo:
-        return parse_openai_batch(self._json("GET", f"/batches/{vendor_batch_id}"), self.provider)
+        return parse_openai_batch(self._json("GET", f"/batches/{path_segment(vendor_batch_id)}"), self.provider)
 
     def cancel(self, vendor_batch_id: str) -> BatchInfo:
-        return parse_openai_batch(self._json("POST", f"/batches/{vendor_batch_id}/cancel"), self.provider)
+        return parse_openai_batch(self._json("POST", f"/batches/{path_segment(vendor_batch_id)}/cancel"), self.provider)
 
     # -- results ---------------------------------------------------------------------------------
     def reported_usage(self, info: BatchInfo) -> Usage | None:
@@ -267,12 +267,14 @@ class OpenAIBatchLane(BatchLaneBase):
         """The output and error files (either may be absent), streamed to ``dest_dir``."""
         dest = Path(dest_dir)
         output = (
-            self.download(f"/files/{info.output_file_id}/content", dest / "output.jsonl")
+            self.download(f"/files/{path_segment(info.output_file_id)}/content", dest / "output.jsonl")
             if info.output_file_id
             else None
         )
         errors = (
-            self.download(f"/files/{info.error_file_id}/content", dest / "errors.jsonl") if info.error_file_id else None
+            self.download(f"/files/{path_segment(info.error_file_id)}/content", dest / "errors.jsonl")
+            if info.error_file_id
+            else None
         )
         return ResultFiles("openai", output, errors)
 

@@ -8,7 +8,9 @@ What is retried, and why:
 - ``5xx``: the vendor's own failure, usually transient.
 
 Every other status (400, 401, 403, 404, 413, 422, ...) would fail the same way again, so it is
-returned (or raised) at once. Waits grow exponentially with jitter, are bounded per wait, in
+returned (or raised) at once. A server that says otherwise is obeyed, as the official SDKs do
+(``_should_retry`` in openai-python and anthropic-sdk-python): ``x-should-retry: true`` retries
+any error status, ``x-should-retry: false`` retries none. Waits grow exponentially with jitter, are bounded per wait, in
 number of attempts and in total time, and a server hint (``retry-after-ms``, ``Retry-After`` in
 seconds or as an HTTP date) replaces the computed wait. ``sleep`` and ``clock`` are injectable
 and ``NO_WAIT`` removes every wait, so tests never sleep.
@@ -32,6 +34,8 @@ from batch_pipelines.core.errors import ProviderError
 from batch_pipelines.providers.http import vendor_error
 
 RETRYABLE_4XX = frozenset({408, 409, 429})
+# Not a standard header; OpenAI and Anthropic send it, and their SDKs obey it before the status.
+SHOULD_RETRY_HEADER = "x-should-retry"
 
 ResponseHook = Callable[[httpx.Response], None]
 
@@ -65,6 +69,18 @@ class RetryPolicy:
     @staticmethod
     def retryable_status(status_code: int) -> bool:
         return status_code in RETRYABLE_4XX or 500 <= status_code <= 599
+
+    @classmethod
+    def should_retry(cls, response: httpx.Response) -> bool:
+        """Whether an error response deserves another attempt: the server's ``x-should-retry`` first."""
+        if response.status_code < 400:
+            return False
+        directive = response.headers.get(SHOULD_RETRY_HEADER)
+        if directive == "true":
+            return True
+        if directive == "false":
+            return False
+        return cls.retryable_status(response.status_code)
 
     def backoff(self, retry_number: int, rand: float) -> float:
         """Computed wait before retry ``retry_number`` (1-based), with ``rand`` in [0, 1)."""
@@ -203,7 +219,7 @@ def send_with_retry(
             continue
         if on_response is not None:
             on_response(response)
-        if response.status_code < 400 or not policy.retryable_status(response.status_code):
+        if not policy.should_retry(response):
             if stream and not response.is_success:
                 response.read()
             return _finish(response, attempt, None, raise_for_status)
@@ -245,7 +261,7 @@ async def asend_with_retry(
             continue
         if on_response is not None:
             on_response(response)
-        if response.status_code < 400 or not policy.retryable_status(response.status_code):
+        if not policy.should_retry(response):
             if stream and not response.is_success:
                 await response.aread()
             return _finish(response, attempt, None, raise_for_status)

@@ -13,7 +13,9 @@ Per shard, in this order (``crash_hook(step)`` runs after each step, so tests ca
     submitted   the batch id is on the intent
     recorded    the batch row is in the ledger
     assigned    the shard's items point at the batch (one attempt each)
-    cleaned     uploads of this intent that no batch uses are deleted
+    cleaned     uploads of this intent that no batch uses are deleted (best effort: a server
+                without a file list, or a failed delete, is logged and skipped, never fails
+                the submit of a batch that exists)
 
 A retry after a crash at any step re-attaches to the batch already created and never creates a
 second one. A queue that is full (429 on create) is waited out by the lane's retry policy and
@@ -24,6 +26,7 @@ after a batch exists).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -31,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from batch_pipelines.core.batches import BatchInfo
-from batch_pipelines.core.errors import InvalidInputError, LedgerError, QueueFullError
+from batch_pipelines.core.errors import InvalidInputError, LedgerError, ProviderError, QueueFullError
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.core.sharding import Shard, ShardLimits, shard_requests, split_shard
+
+log = logging.getLogger(__name__)
 
 CrashHook = Callable[[str], None]
 
@@ -193,10 +198,26 @@ class _ShardSubmitter:
             self.job, self.partition, shard.iter_custom_ids(), batch_key=info.vendor_batch_id, lane=Lane.BATCH
         )
         hook("assigned")
-        for file_id in lane.find_orphan_uploads(key, keep=info.input_file_id):
-            lane.delete_file(file_id)
+        self._clean_orphan_uploads(key, keep=info.input_file_id)
         hook("cleaned")
         return info
+
+    def _clean_orphan_uploads(self, key: str, *, keep: str | None) -> None:
+        """Delete stray uploads of an earlier attempt; optional, so a failure is logged and skipped.
+
+        Several OpenAI-compatible servers and gateways have no ``GET /files`` list (404/405) or
+        refuse deletes; the batch exists and its items are assigned, so the submit has succeeded.
+        """
+        try:
+            orphans = self.lane.find_orphan_uploads(key, keep=keep)
+        except ProviderError as exc:
+            log.warning("skipped the clean-up of stray uploads for %s: %s", key, exc.message)
+            return
+        for file_id in orphans:
+            try:
+                self.lane.delete_file(file_id)
+            except ProviderError as exc:
+                log.warning("could not delete stray upload %s of %s: %s", file_id, key, exc.message)
 
     def _existing_batch(self, intent: Any, shard: Shard, *, resumed: bool) -> BatchInfo | None:
         """The batch an earlier attempt created for this intent, if any (ledger first)."""

@@ -319,3 +319,27 @@ def test_parse_retry_after(headers, expected):
     """Both Retry-After forms and retry-after-ms parse to seconds; junk and negatives are ignored."""
     now = email.utils.mktime_tz(email.utils.parsedate_tz("Wed, 21 Oct 2015 07:27:00 GMT"))
     assert parse_retry_after(headers, now=now) == (pytest.approx(expected) if expected is not None else None)
+
+
+def _with_should_retry(response: httpx.Response, directive: str) -> httpx.Response:
+    return httpx.Response(response.status_code, headers={"x-should-retry": directive}, content=response.content)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_x_should_retry_true_retries_a_status_that_is_otherwise_final(mode):
+    """A 400 with x-should-retry: true is retried, as the official SDKs do."""
+    clock = VirtualClock()
+    vendor = scripted(_with_should_retry(openai_error(400), "true"), httpx.Response(200, json={"ok": True}))
+    assert send(mode, vendor, FIXED, clock).status_code == 200
+    assert len(vendor.attempts) == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_x_should_retry_false_stops_a_retryable_status_at_once(mode):
+    """A 503 with x-should-retry: false is not retried: the server knows the retry would fail too."""
+    clock = VirtualClock()
+    vendor = scripted(_with_should_retry(openai_error(503, "overloaded"), "false"))
+    with pytest.raises(ProviderError) as caught:
+        send(mode, vendor, FIXED, clock)
+    assert len(vendor.attempts) == 1 and clock.sleeps == []
+    assert caught.value.status_code == 503
