@@ -18,10 +18,10 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from batch_pipelines.core.errors import BatchPipelinesError, BudgetExceededError, InvalidInputError
+from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.dagster_layer import metadata_keys as keys
 from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
-from batch_pipelines.dagster_layer.errors import BudgetExceeded, InvalidPartitionInput, ProviderFailure
+from batch_pipelines.dagster_layer.errors import failure_for
 from batch_pipelines.dagster_layer.report_metadata import results_metadata
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.dagster_layer.workload import BatchWorkload
@@ -105,12 +105,8 @@ def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
                 budget_usd=workload.budget_usd,
                 expected_output_tokens=workload.expected_output_tokens,
             )
-        except InvalidInputError as exc:
-            raise InvalidPartitionInput.from_error(exc) from None
-        except BudgetExceededError as exc:
-            raise BudgetExceeded.from_error(exc) from None
         except BatchPipelinesError as exc:
-            raise ProviderFailure.from_error(exc) from None
+            raise failure_for(exc) from None
         estimate = report.estimate
         context.log.info(f"{report.items} items in {len(report.batches)} batch(es); estimate ${estimate.cost_usd:.4f}")
         return dg.MaterializeResult(
@@ -168,7 +164,7 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
                 worker=context.run.run_id,
             )
         except BatchPipelinesError as exc:
-            raise ProviderFailure.from_error(exc) from None
+            raise failure_for(exc) from None
         if not report.complete:
             # Retries went out as a new batch: the sensor requests this asset again when it ends.
             context.log.info(
