@@ -6,7 +6,7 @@ The public surface for users' own workloads (README: "Add your own workload") is
 
 from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
 from batch_pipelines.dagster_layer.factory import BatchWorkloadDefinitions, batch_workload
-from batch_pipelines.dagster_layer.resources import BatchGatewayResource, RetrySettings
+from batch_pipelines.dagster_layer.resources import BatchGatewayResource, LanePolicyConfig
 from batch_pipelines.dagster_layer.workload import BatchWorkload, InvalidOutput
 
 __all__ = [
@@ -14,7 +14,7 @@ __all__ = [
     "BatchWorkload",
     "BatchWorkloadDefinitions",
     "InvalidOutput",
-    "RetrySettings",
+    "LanePolicyConfig",
     "batch_workload",
     "cost_budget_check",
     "success_rate_check",

@@ -8,6 +8,7 @@ sensor tick in ``setup_for_execution`` and closed in teardown.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -23,8 +24,11 @@ from batch_pipelines.services.gateway import Gateway
 EMULATOR_URL_ENV = "BATCH_PIPELINES_EMULATOR_URL"
 
 
-class RetrySettings(dg.Config):
-    """How hard to try before an item is given up, and how the lanes are weighed."""
+class LanePolicyConfig(dg.Config):
+    """Run config for ``core.lanes.LanePolicy``: how hard to try an item, and how the lanes are weighed.
+
+    Not to be confused with ``providers.retry.RetryPolicy``, which retries one HTTP call.
+    """
 
     max_attempts: int = Field(default=3, ge=1, description="Attempts per item in all, the first included.")
     max_invalid_output_attempts: int = Field(
@@ -43,9 +47,7 @@ class RetrySettings(dg.Config):
         default=24.0, gt=0, description="The longest a batch may take (the vendor's window)."
     )
 
-    def policy(self) -> LanePolicy:
-        from datetime import timedelta
-
+    def lane_policy(self) -> LanePolicy:
         return LanePolicy(
             max_attempts=self.max_attempts,
             max_invalid_output_attempts=self.max_invalid_output_attempts,
@@ -93,7 +95,9 @@ class BatchGatewayResource(dg.ConfigurableResource):
     price_book_path: str | None = Field(
         default=None, description="YAML price book laid over the shipped one, model by model."
     )
-    retry: RetrySettings = Field(default_factory=RetrySettings, description="Per-item retry and lane policy.")
+    lane_policy: LanePolicyConfig = Field(
+        default_factory=LanePolicyConfig, description="Per-item attempts and how the batch and sync lanes are weighed."
+    )
 
     _gateway: Gateway | None = PrivateAttr(default=None)
 
@@ -106,7 +110,7 @@ class BatchGatewayResource(dg.ConfigurableResource):
             price_book=PriceBook.default(self.price_book_path),
             work_dir=Path(self.work_dir or home / "work"),
             results_dir=Path(self.results_dir or home / "results"),
-            policy=self.retry.policy(),
+            policy=self.lane_policy.lane_policy(),
         )
 
     def _registry(self) -> ProviderRegistry:

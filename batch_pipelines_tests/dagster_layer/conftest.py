@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from batch_pipelines.dagster_layer.resources import BatchGatewayResource, RetrySettings
+from batch_pipelines.dagster_layer.resources import BatchGatewayResource, LanePolicyConfig
 from batch_pipelines.emulator.testing import run_emulator
 
 
@@ -25,13 +25,13 @@ def instance(tmp_path):
         yield inst
 
 
-def make_resource(emulator, tmp_path, *, ledger_url: str | None = None, **retry) -> BatchGatewayResource:
+def make_resource(emulator, tmp_path, *, ledger_url: str | None = None, **lane_policy) -> BatchGatewayResource:
     return BatchGatewayResource(
         emulator_url=emulator.base_url,
         ledger_url=ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite'}",
         results_dir=str(tmp_path / "results"),
         work_dir=str(tmp_path / "work"),
-        retry=RetrySettings(**retry),
+        lane_policy=LanePolicyConfig(**lane_policy),
     )
 
 
