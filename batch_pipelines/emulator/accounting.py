@@ -74,12 +74,19 @@ def prompt_tokens(body: dict[str, Any]) -> int:
 
 
 def embedding_tokens(body: dict[str, Any]) -> int:
+    return sum(embedding_input_tokens(body))
+
+
+def embedding_input_tokens(body: dict[str, Any]) -> list[int]:
+    """Tokens of each input of an embeddings request (a list of token ids counts its length)."""
     value = body.get("input")
     if isinstance(value, str):
-        return count_text(value)
+        return [count_text(value)]
     if isinstance(value, list):
-        return sum(count_text(v) if isinstance(v, str) else len(v) if isinstance(v, list) else 1 for v in value)
-    return 0
+        if value and all(isinstance(v, int) for v in value):
+            return [len(value)]  # one input given as token ids
+        return [count_text(v) if isinstance(v, str) else len(v) if isinstance(v, list) else 1 for v in value]
+    return []
 
 
 class _PrefixWalk:

@@ -44,6 +44,9 @@ from batch_pipelines.emulator.state import Store
 log = logging.getLogger("batch_pipelines.emulator")
 
 MAX_JSON_BODY = 32 * 1024 * 1024
+# One jump of the virtual clock: ten years is far beyond any batch window, and keeps every
+# timestamp the emulator derives from the clock inside what datetime can represent.
+MAX_CLOCK_ADVANCE_SECONDS = 10 * 366 * 86_400
 _MULTIPART_SLACK = 1024 * 1024
 _MODELS_CREATED = 1_767_225_600  # 2026-01-01: a fixed, plausible creation stamp
 
@@ -251,8 +254,11 @@ def create_app(emulator: Emulator) -> Starlette:
             or not isinstance(seconds, (int, float))
             or seconds < 0
             or not math.isfinite(seconds)
+            or seconds > MAX_CLOCK_ADVANCE_SECONDS
         ):
-            raise ApiError(400, 'Send {"seconds": N} with N >= 0.', param="seconds")
+            raise ApiError(
+                400, f'Send {{"seconds": N}} with 0 <= N <= {MAX_CLOCK_ADVANCE_SECONDS}.', param="seconds"
+            )
         return _json({"now": e.advance(float(seconds))})
 
     async def profile(request: Request) -> Response:

@@ -9,6 +9,7 @@ Bundled profiles (``default``, ``demo``, ``faulty``) live beside this module.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,8 +82,8 @@ class Profile:
 
 
 def _number(name: str, value: Any, *, lower: float = 0.0, upper: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"emulator profile key {name!r} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"emulator profile key {name!r} must be a finite number, got {value!r}")
     if value < lower or (upper is not None and value > upper):
         bound = f"[{lower}, {upper}]" if upper is not None else f">= {lower}"
         raise ConfigError(f"emulator profile key {name!r} must be {bound}, got {value!r}")

@@ -17,6 +17,12 @@ from batch_pipelines.emulator.models import answer_for, answer_turns, two_turn_t
 from batch_pipelines.emulator.profile import Profile
 
 MAX_EMBEDDING_INPUTS = 2048
+# The vendors' own ceilings on what one request may ask for. Every number the emulator acts on
+# is bounded, so no request can make it build an answer of unbounded size.
+MAX_CHOICES = 128  # OpenAI's limit on ``n``
+MAX_OUTPUT_TOKENS = 128_000  # the largest completion any served model allows
+MAX_EMBEDDING_INPUT_TOKENS = 8192  # per input (text-embedding-3-*)
+MAX_EMBEDDING_REQUEST_TOKENS = 300_000  # summed over a request's inputs
 
 
 @dataclass(slots=True)
@@ -58,6 +64,34 @@ def _positive_int(body: dict[str, Any], name: str) -> int | None:
             400, f"Invalid '{name}': expected a positive integer, got {value!r}.", param=name, code="invalid_value"
         )
     return value
+
+
+def _at_most(value: int | None, name: str, maximum: int, message: str) -> int | None:
+    if value is not None and value > maximum:
+        raise ApiError(400, message.format(name=name, value=value, maximum=maximum), param=name, code="invalid_value")
+    return value
+
+
+def _output_limit(body: dict[str, Any], *, anthropic: bool) -> int | None:
+    """The request's output cap, refused as the vendor does when no model could honour it."""
+    if anthropic:
+        return _at_most(
+            _positive_int(body, "max_tokens"),
+            "max_tokens",
+            MAX_OUTPUT_TOKENS,
+            "max_tokens: {value} > {maximum}, which is the maximum allowed number of output tokens",
+        )
+    for name in ("max_completion_tokens", "max_tokens"):
+        limit = _at_most(
+            _positive_int(body, name),
+            name,
+            MAX_OUTPUT_TOKENS,
+            "{name} is too large: {value}. This model supports at most {maximum} completion tokens, "
+            "whereas you provided {value}.",
+        )
+        if limit is not None:
+            return limit
+    return None
 
 
 def _check_messages(body: Any, *, anthropic: bool) -> None:
@@ -125,8 +159,16 @@ class Responder:
         created: int,
     ) -> tuple[dict[str, Any], UsageTotals]:
         _check_messages(body, anthropic=False)
-        limit = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
-        choices = _positive_int(body, "n") or 1
+        limit = _output_limit(body, anthropic=False)
+        choices = (
+            _at_most(
+                _positive_int(body, "n"),
+                "n",
+                MAX_CHOICES,
+                "Invalid 'n': integer above maximum value. Expected a value <= {maximum}, but got {value} instead.",
+            )
+            or 1
+        )
         text, truncated, usage = self._answer(body, limit, key, profile)
         choice = {
             "index": 0,
@@ -176,6 +218,23 @@ class Responder:
                 param="input",
                 code="invalid_value",
             )
+        counts = accounting.embedding_input_tokens(body)
+        longest = max(counts, default=0)
+        if longest > MAX_EMBEDDING_INPUT_TOKENS:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {MAX_EMBEDDING_INPUT_TOKENS} tokens, however you requested "
+                f"{longest} tokens ({longest} in your prompt; 0 for the completion). Please reduce your prompt.",
+                param="input",
+                code="invalid_value",
+            )
+        if sum(counts) > MAX_EMBEDDING_REQUEST_TOKENS:
+            raise ApiError(
+                400,
+                f"Requested {sum(counts)} tokens, max {MAX_EMBEDDING_REQUEST_TOKENS} tokens per request",
+                param="input",
+                code="max_tokens_per_request",
+            )
         native = native_dimensions(model)
         dimensions = _positive_int(body, "dimensions") or native
         if dimensions > native:
@@ -203,7 +262,7 @@ class Responder:
                     "embedding": encode_base64(vector) if encoding == "base64" else vector,
                 }
             )
-        prompt = accounting.embedding_tokens(body)
+        prompt = sum(counts)
         response = {
             "object": "list",
             "data": data,
@@ -224,7 +283,7 @@ class Responder:
         _check_messages(body, anthropic=True)
         if body["model"] not in ANTHROPIC_MODEL_IDS:
             raise ApiError(404, f"model: {body['model']}")
-        limit = _positive_int(body, "max_tokens")
+        limit = _output_limit(body, anthropic=True)
         if limit is None:
             raise ApiError(400, "max_tokens: Field required", param="max_tokens")
         text, truncated, usage = self._answer(body, limit, key, profile)
