@@ -256,9 +256,7 @@ def create_app(emulator: Emulator) -> Starlette:
             or not math.isfinite(seconds)
             or seconds > MAX_CLOCK_ADVANCE_SECONDS
         ):
-            raise ApiError(
-                400, f'Send {{"seconds": N}} with 0 <= N <= {MAX_CLOCK_ADVANCE_SECONDS}.', param="seconds"
-            )
+            raise ApiError(400, f'Send {{"seconds": N}} with 0 <= N <= {MAX_CLOCK_ADVANCE_SECONDS}.', param="seconds")
         return _json({"now": e.advance(float(seconds))})
 
     async def profile(request: Request) -> Response:
