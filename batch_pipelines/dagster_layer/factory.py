@@ -168,7 +168,7 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
         if not report.complete:
             # Retries went out as a new batch: the sensor requests this asset again when it ends.
             context.log.info(
-                f"{report.resubmitted} item(s) resubmitted in {report.new_batch_ids}; not materializing yet"
+                f"{report.resubmitted} item(s) resubmitted in {list(report.new_batch_ids)}; not materializing yet"
             )
             return
         metadata = results_metadata(report, provider_of=lambda model: gateway.registry.provider_for(model).protocol)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -9,6 +10,7 @@ import dagster as dg
 
 from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.dagster_layer import metadata_keys as keys
+from batch_pipelines.services.reconcile import ReconcileReport
 
 
 def _usd(value: Decimal) -> float:
@@ -16,7 +18,7 @@ def _usd(value: Decimal) -> float:
     return float(value)
 
 
-def results_metadata(report: Any, *, provider_of: Any) -> dict[str, Any]:
+def results_metadata(report: ReconcileReport, *, provider_of: Callable[[str], str]) -> dict[str, Any]:
     """Everything the UI shows for a finished partition, and what the checks read."""
     totals = report.totals
     counts = {kind.value: int(totals.counts.get(kind.value, 0)) for kind in OutcomeKind}

@@ -238,7 +238,7 @@ def test_two_workers_reconcile_the_same_partition_once(emu, vtime, tmp_path):
 def test_crash_inside_a_retry_round_resumes_without_a_second_batch(emu, vtime, tmp_path, monkeypatch, step):
     """Killed after a retry batch was created but before its items were assigned, the next run re-attaches to it."""
     from batch_pipelines.core.lanes import LanePolicy
-    from batch_pipelines.services import gateway as gateway_module
+    from batch_pipelines.services import retry_rounds as retry_rounds_module
 
     policy = LanePolicy(sync_remainder_threshold=0)  # every retry goes out as a new batch
     with_profile(emu, item_error_rate=0.3, item_error_kinds={"server_error_500": 1})
@@ -254,12 +254,12 @@ def test_crash_inside_a_retry_round_resumes_without_a_second_batch(emu, vtime, t
 
         return submit_partition(*args, crash_hook=crash_at, **kwargs)
 
-    monkeypatch.setattr(gateway_module, "submit_partition", crashing_submit)
+    monkeypatch.setattr(retry_rounds_module, "submit_partition", crashing_submit)
     created = sum(emu.stats()["batches_created"].values())
     with pytest.raises(Crash):
         _reconcile(scenario, "run-1")
     assert sum(emu.stats()["batches_created"].values()) == created + 1  # the retry batch the dead run created
-    monkeypatch.setattr(gateway_module, "submit_partition", submit_partition)
+    monkeypatch.setattr(retry_rounds_module, "submit_partition", submit_partition)
     _resume(scenario, emu, vtime, tmp_path, policy=policy)
     scenario.reports.append(_reconcile(scenario, "run-2"))
     assert sum(emu.stats()["batches_created"].values()) == created + 1  # re-attached, not created again
