@@ -35,6 +35,9 @@ from batch_pipelines.emulator.clock import VirtualClock, resume_virtual_time
 from batch_pipelines.emulator.downloads import file_response
 from batch_pipelines.emulator.errors import ApiError, error_response, surface_of
 from batch_pipelines.emulator.faults import FaultState, chance, fingerprint
+from batch_pipelines.emulator.gemini_batches import GeminiBatches
+from batch_pipelines.emulator.gemini_files import GeminiFiles
+from batch_pipelines.emulator.gemini_routes import gemini_routes
 from batch_pipelines.emulator.openai_batches import OpenAIBatches
 from batch_pipelines.emulator.openai_files import MAX_UPLOAD_BYTES, OpenAIFiles
 from batch_pipelines.emulator.profile import Profile, load_profile
@@ -74,6 +77,8 @@ class Emulator:
         self.files = OpenAIFiles(self.store, self.clock)
         self.openai = OpenAIBatches(self.store, self.clock, self.files, self.responder, lambda: self._profile)
         self.anthropic = AnthropicBatches(self.store, self.clock, self.responder, lambda: self._profile)
+        self.gemini_files = GeminiFiles(self.store, self.clock)
+        self.gemini = GeminiBatches(self.store, self.clock, self.gemini_files, self.responder, lambda: self._profile)
         self.sync_requests = 0
         self.sync_usage = UsageTotals()
 
@@ -102,8 +107,24 @@ class Emulator:
                 "No API key provided: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
                 code="invalid_api_key",
             )
-        if self.api_key is not None and not hmac.compare_digest(supplied.encode(), self.api_key.encode()):
+        if self.api_key is not None and not self.key_matches(supplied):
             raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    def key_matches(self, supplied: str) -> bool:
+        return self.api_key is None or hmac.compare_digest(supplied.encode(), self.api_key.encode())
+
+    def count_sync(self, usage: UsageTotals) -> None:
+        self.sync_requests += 1
+        self.sync_usage.add(usage)
+
+    def download(self, request: Request, path: Path, key: str, media_type: str) -> Response:
+        """A file download, cut part-way once per file when the profile says so."""
+        range_header = request.headers.get("range")
+        drop_after = None
+        limit = self._profile.download_drop_after_bytes
+        if limit and not range_header and self.faults.claim_drop(key):
+            drop_after = limit
+        return file_response(path, range_header, drop_after=drop_after, media_type=media_type)
 
     def route_fault(self, route: str) -> None:
         rate = self._profile.route_5xx_rate
@@ -145,11 +166,18 @@ class Emulator:
                 self.openai.refresh(record)
             for record in list(self.store.anthropic_batches.values()):
                 self.anthropic.refresh(record)
+            for record in list(self.gemini.records.values()):
+                self.gemini.refresh(record)
             usage = {bid: dict(r["usage"]) for bid, r in self.store.batches.items()}
             usage.update({bid: dict(r["usage"]) for bid, r in self.store.anthropic_batches.items()})
+            usage.update({bid: dict(r["usage"]) for bid, r in self.gemini.records.items()})
             return {
                 "batches_created": dict(self.store.meta["batches_created"]),
-                "batches": {"openai": len(self.store.batches), "anthropic": len(self.store.anthropic_batches)},
+                "batches": {
+                    "openai": len(self.store.batches),
+                    "anthropic": len(self.store.anthropic_batches),
+                    "gemini": len(self.gemini.records),
+                },
                 "files": len(self.store.files),
                 "usage": usage,
                 "enqueued_tokens": self.openai.enqueued_tokens(),
@@ -409,13 +437,7 @@ def create_app(emulator: Emulator) -> Starlette:
         path = e.files.data_path(file_id)
         return _download(request, path, f"file:{file_id}", "application/octet-stream")
 
-    def _download(request: Request, path: Path, key: str, media_type: str) -> Response:
-        range_header = request.headers.get("range")
-        drop_after = None
-        limit = e.profile.download_drop_after_bytes
-        if limit and not range_header and e.faults.claim_drop(key):
-            drop_after = limit
-        return file_response(path, range_header, drop_after=drop_after, media_type=media_type)
+    _download = e.download
 
     # -- OpenAI batches --
 
@@ -505,6 +527,7 @@ def create_app(emulator: Emulator) -> Starlette:
         ("/v1/messages/batches/{batch_id}/results", message_batch_results, ["GET"], "message_batches.results"),
     ]
     routes += [_vendor_route(e, path, handler, methods, fault) for path, handler, methods, fault in vendor]
+    routes += gemini_routes(e)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
