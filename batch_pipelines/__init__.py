@@ -20,6 +20,7 @@ from batch_pipelines.core.pricing import CostBreakdown, Discounts, ModelPrice, P
 from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
 from batch_pipelines.core.status import TERMINAL_STATUSES, BatchStatus
 from batch_pipelines.core.usage import Usage
+from batch_pipelines.services.router import CallResult, DeferredCall, Router
 
 __all__ = [
     "BatchError",
@@ -27,8 +28,10 @@ __all__ = [
     "BatchPipelinesError",
     "BatchStatus",
     "BudgetExceededError",
+    "CallResult",
     "ConfigError",
     "CostBreakdown",
+    "DeferredCall",
     "Discounts",
     "Endpoint",
     "InvalidInputError",
@@ -43,6 +46,7 @@ __all__ = [
     "ProviderError",
     "QueueFullError",
     "Rates",
+    "Router",
     "TERMINAL_STATUSES",
     "UnknownModelError",
     "Usage",

@@ -118,13 +118,13 @@ def choose_call_lane(
     left = deadline - now
     sync_needed = policy.sync_duration(group_size)
     if sync_needed > left:
-        when = f"is {_span(left)} away" if left > timedelta(0) else f"passed {_span(-left)} ago"
+        when = f"is {human_duration(left)} away" if left > timedelta(0) else f"passed {human_duration(-left)} ago"
         return LaneChoice(
             Lane.SYNC,
             f"The deadline {when}: running on the sync lane now.",
             warning=(
-                f"{group_size} call(s) need about {_span(sync_needed)} on the sync lane but the deadline {when}: "
-                "they may finish late."
+                f"{group_size} call(s) need about {human_duration(sync_needed)} on the sync lane "
+                f"but the deadline {when}: they may finish late."
             ),
         )
     # The time a batch has to end before the watchdog would promote its calls.
@@ -132,24 +132,24 @@ def choose_call_lane(
     if batch_time <= timedelta(0):
         return LaneChoice(
             Lane.SYNC,
-            f"The deadline is {_span(left)} away, too close for the watchdog to rescue a late batch "
-            f"(it needs {_span(rescue_time(group_size, policy, flush_wait))}).",
+            f"The deadline is {human_duration(left)} away, too close for the watchdog to rescue a late batch "
+            f"(it needs {human_duration(rescue_time(group_size, policy, flush_wait))}).",
         )
     if turnaround is not None and batch_time < turnaround.fastest:
         return LaneChoice(
             Lane.SYNC,
-            f"A batch would have {_span(batch_time)} before promotion, but none of the last "
-            f"{turnaround.batches_seen} batches of this model ended in under {_span(turnaround.fastest)}.",
+            f"A batch would have {human_duration(batch_time)} before promotion, but none of the last "
+            f"{turnaround.batches_seen} batches of this model ended in under {human_duration(turnaround.fastest)}.",
         )
     if turnaround is not None:
         return LaneChoice(
             Lane.BATCH,
-            f"A batch has {_span(batch_time)} before the watchdog would promote it, and batches of this "
-            f"model end within {_span(turnaround.p90)} nine times in ten.",
+            f"A batch has {human_duration(batch_time)} before the watchdog would promote it, and batches of this "
+            f"model end within {human_duration(turnaround.p90)} nine times in ten.",
         )
     return LaneChoice(
         Lane.BATCH,
-        f"A batch has {_span(batch_time)} before the watchdog would promote it to the sync lane, "
+        f"A batch has {human_duration(batch_time)} before the watchdog would promote it to the sync lane, "
         "which bills at most the sync price for what runs late.",
     )
 
@@ -184,7 +184,7 @@ def choose_retry_lane(
     return choose_call_lane(deadline=deadline, now=now, group_size=remainder, policy=policy, turnaround=turnaround).lane
 
 
-def _span(duration: timedelta) -> str:
+def human_duration(duration: timedelta) -> str:
     """A duration as a person says it: '2 h 05 min', '43 min 20 s', '12 s'."""
     seconds = max(0, int(duration.total_seconds()))
     hours, rest = divmod(seconds, 3600)

@@ -7,7 +7,6 @@ sensor tick in ``setup_for_execution`` and closed in teardown.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,13 +14,10 @@ import dagster as dg
 from pydantic import Field, PrivateAttr, SecretStr
 
 from batch_pipelines.core.lanes import LanePolicy
-from batch_pipelines.core.pricing import PriceBook
-from batch_pipelines.ledger import Ledger
-from batch_pipelines.ledger.engine import default_data_dir
 from batch_pipelines.providers.config import ProviderRegistry
 from batch_pipelines.services.gateway import Gateway
-
-EMULATOR_URL_ENV = "BATCH_PIPELINES_EMULATOR_URL"
+from batch_pipelines.services.gateway_config import EMULATOR_URL_ENV, build_gateway, registry_from
+from batch_pipelines.services.router import Router
 
 
 class LanePolicyConfig(dg.Config):
@@ -102,23 +98,21 @@ class BatchGatewayResource(dg.ConfigurableResource):
     _gateway: Gateway | None = PrivateAttr(default=None)
 
     def build_gateway(self) -> Gateway:
-        home = default_data_dir()
-        registry = self._registry()
-        return Gateway(
-            registry=registry,
-            ledger=Ledger(self.ledger_url),  # None: a SQLite file in the data folder
-            price_book=PriceBook.default(self.price_book_path),
-            work_dir=Path(self.work_dir or home / "work"),
-            results_dir=Path(self.results_dir or home / "results"),
+        return build_gateway(
+            registry=self._registry(),
+            ledger_url=self.ledger_url,
+            price_book_path=self.price_book_path,
+            results_dir=self.results_dir,
+            work_dir=self.work_dir,
             policy=self.lane_policy.lane_policy(),
         )
 
+    def build_router(self) -> Router:
+        """A call-site router over this resource's providers, ledger and price book (see ``Router``)."""
+        return Router(self.gateway)
+
     def _registry(self) -> ProviderRegistry:
-        if self.providers_file:
-            registry = ProviderRegistry.from_yaml(self.providers_file)
-        else:
-            url = self.emulator_url or os.environ.get(EMULATOR_URL_ENV) or "http://127.0.0.1:8765"
-            registry = ProviderRegistry.for_emulator(url)
+        registry = registry_from(self.providers_file, self.emulator_url)
         return _with_api_keys(registry, {"openai": self.openai_api_key, "anthropic": self.anthropic_api_key})
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

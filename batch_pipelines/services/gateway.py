@@ -37,6 +37,7 @@ from batch_pipelines.providers.config import ProviderRegistry
 from batch_pipelines.services.deadlines import DeadlineAction, DeadlineWatch
 from batch_pipelines.services.estimate import DEFAULT_EXPECTED_OUTPUT_TOKENS, Estimate, estimate_requests
 from batch_pipelines.services.partition_work import (
+    KeepResponses,
     ParseResponse,
     PartitionWork,
     RebuildRequests,
@@ -48,7 +49,7 @@ from batch_pipelines.services.recording import OutcomeRecorder
 from batch_pipelines.services.retry_rounds import RetryRounds
 from batch_pipelines.services.routing import ClientFactory, ProviderRouter
 from batch_pipelines.services.submit import submit_partition
-from batch_pipelines.services.sync_runs import SyncRunner
+from batch_pipelines.services.sync_runs import SyncRunKind, SyncRunner
 
 __all__ = [
     "DeadlineAction",
@@ -146,7 +147,7 @@ class Gateway:
         self._router = ProviderRouter(registry, client_factory)
         self._dirs = WorkDirs(self.work_dir, self.results_dir)
         recorder = OutcomeRecorder(ledger, price_book)
-        sync_runner = SyncRunner(ledger, self._router, recorder, self._dirs)
+        sync_runner = self._sync_runner = SyncRunner(ledger, self._router, recorder, self._dirs)
         rounds = RetryRounds(
             ledger=ledger, router=self._router, sync_runner=sync_runner, dirs=self._dirs, policy=policy, clock=clock
         )
@@ -280,10 +281,32 @@ class Gateway:
         rebuild_requests: RebuildRequests,
         parse_response: ParseResponse | None = None,
         vector_column: str | None = None,
+        keep_responses: KeepResponses | None = None,
     ) -> int:
         """Run every item still waiting on an unfinished batch on the sync lane now; returns how many."""
-        hooks = WorkloadHooks(parse_response, rebuild_requests, vector_column)
+        hooks = WorkloadHooks(parse_response, rebuild_requests, vector_column, keep_responses)
         return self._deadlines.promote(PartitionWork(job, partition, hooks))
+
+    # -- sync lane -------------------------------------------------------------------------
+    def run_on_sync(
+        self,
+        job: str,
+        partition: str,
+        requests: Sequence[LLMRequest],
+        *,
+        parse_response: ParseResponse | None = None,
+        vector_column: str | None = None,
+        keep_responses: KeepResponses | None = None,
+    ) -> None:
+        """Record ``requests`` as items of the partition and run them on the sync lane now.
+
+        A crash part-way leaves the items submitted under a sync key no batch stands for;
+        ``reconcile`` with ``rebuild_requests`` finds and finishes them (never this method again).
+        """
+        for provider, share in self._router.by_provider(requests):
+            self.ledger.record_items(job, partition, share, provider=provider)
+        hooks = WorkloadHooks(parse_response, None, vector_column, keep_responses)
+        self._sync_runner.run(PartitionWork(job, partition, hooks), requests, SyncRunKind.RETRY)
 
     # -- reconcile -------------------------------------------------------------------------
     def reconcile(
@@ -295,7 +318,8 @@ class Gateway:
         rebuild_requests: RebuildRequests | None = None,
         vector_column: str | None = None,
         worker: str = "gateway",
+        keep_responses: KeepResponses | None = None,
     ) -> ReconcileReport:
         """Collect every ended batch, retry what deserves it, and write the table once all is terminal."""
-        hooks = WorkloadHooks(parse_response, rebuild_requests, vector_column)
+        hooks = WorkloadHooks(parse_response, rebuild_requests, vector_column, keep_responses)
         return self._reconciler.reconcile(PartitionWork(job, partition, hooks), worker=worker)

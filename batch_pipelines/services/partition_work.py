@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batch_pipelines.core.outcomes import ItemOutcome
 from batch_pipelines.core.requests import LLMRequest
 
 # What an outcome transform does with a succeeded answer: parsed result columns, or an
@@ -19,15 +20,20 @@ from batch_pipelines.core.requests import LLMRequest
 ParseResponse = Callable[[dict[str, Any]], Mapping[str, Any]]
 # The partition's requests again, for the given custom_ids (retries and promotions resend them).
 RebuildRequests = Callable[[Sequence[str]], list[LLMRequest]]
+# Called with (batch_key, outcomes) before the ledger records a chunk of outcomes, so that what
+# it keeps (the router's answers to its callers) is durable before the items are terminal.
+KeepResponses = Callable[[str, Sequence[ItemOutcome]], None]
 
 
 @dataclass(frozen=True, slots=True)
 class WorkloadHooks:
-    """What a workload lends the services: its response parser, its request builder, its vector column."""
+    """What a workload lends the services: its response parser, its request builder, its vector column,
+    and (the router) a keeper of the raw answers."""
 
     parse_response: ParseResponse | None = None
     rebuild_requests: RebuildRequests | None = None
     vector_column: str | None = None
+    keep_responses: KeepResponses | None = None
 
 
 @dataclass(frozen=True, slots=True)

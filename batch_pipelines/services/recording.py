@@ -95,6 +95,8 @@ class OutcomeRecorder:
         costs: dict[str, tuple[Decimal, Decimal]] = {}
 
         def flush() -> None:
+            if work.hooks.keep_responses is not None:
+                work.hooks.keep_responses(batch_key, chunk)
             self.ledger.record_outcomes(work.job, work.partition, batch_key, chunk, costs, lane=lane)
             chunk.clear()
             costs.clear()

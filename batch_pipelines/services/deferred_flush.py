@@ -1,0 +1,251 @@
+"""Flush the buffer into batches, collect them, and watch their deadlines, on the gateway's own machinery.
+
+- ``flush`` claims every due group (``core.flush.flush_due``), cut into parts by
+  ``core.flush.plan_flush``; a batch part is sent with ``Gateway.submit`` (intent keys, caps,
+  sharding, prompt-prefix grouping), so a flush replayed after a crash re-attaches to the batch
+  it created; a sync part runs with ``Gateway.run_on_sync``. Flushes whose flusher died are
+  taken over after ``FlushPolicy.claim_lease``.
+- ``collect`` polls the deferred batches and reconciles every flush whose batches have ended
+  (``Gateway.reconcile``: one outcome per call, retries, salvage of cancelled batches).
+- ``watch`` is the deadline watchdog of ``Gateway.watch_deadlines``: batches whose calls'
+  deadlines are at risk are cancelled (their finished lines are salvaged by ``collect``) and,
+  when even the cancellation cannot be waited for, their calls are promoted to the sync lane.
+
+Each flush is its own ledger partition (job ``deferred``), so the watchdog cancels only the
+batch of the calls at risk. Everything takes the ledger's clock: a test or a simulated day
+drives it by moving that clock.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from batch_pipelines.core.flush import FlushPolicy, WaitingGroup, flush_due, plan_flush
+from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
+from batch_pipelines.core.turnaround import TurnaroundEstimate
+from batch_pipelines.ledger.deferred import DEFERRED_JOB, DeferredBuffer, FlushRow
+from batch_pipelines.ledger.deferred_schema import FLUSH_SUBMITTED
+from batch_pipelines.services.gateway import Gateway
+
+# How many recent batches of a model the turnaround estimate looks at.
+TURNAROUND_HISTORY = 200
+
+
+@dataclass
+class FlushReport:
+    flushes: list[FlushRow] = field(default_factory=list)
+    taken_over: list[str] = field(default_factory=list)  # flush ids a dead flusher had claimed
+    reasons: dict[str, str] = field(default_factory=dict)  # "provider/model endpoint" -> why (not) flushed
+
+    @property
+    def calls(self) -> int:
+        return sum(f.call_count for f in self.flushes)
+
+    def by_lane(self) -> dict[Lane, int]:
+        counts = {Lane.BATCH: 0, Lane.SYNC: 0}
+        for flush in self.flushes:
+            counts[flush.lane] += flush.call_count
+        return counts
+
+
+@dataclass
+class CollectReport:
+    collected: list[str] = field(default_factory=list)  # flushes whose every call is now terminal
+    waiting: list[str] = field(default_factory=list)  # flushes with a batch still running
+    retried: int = 0
+
+
+@dataclass
+class WatchReport:
+    cancelled_batches: list[str] = field(default_factory=list)
+    promoted_calls: int = 0
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+class DeferredFlusher:
+    """The buffer's flush, collection and deadline watch, over one gateway."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        buffer: DeferredBuffer,
+        *,
+        flush_policy: FlushPolicy = FlushPolicy(),
+        worker: str | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.buffer = buffer
+        self.flush_policy = flush_policy
+        self.worker = worker or default_worker_id()
+        self._clock = buffer.ledger._clock
+
+    # -- flush ------------------------------------------------------------------------------
+
+    def flush(self, *, everything: bool = False) -> FlushReport:
+        """Send every due group (every waiting call with ``everything``) to its lane."""
+        report = FlushReport()
+        for flush in self.buffer.take_over_stale(worker=self.worker, lease=self.flush_policy.claim_lease):
+            report.taken_over.append(flush.flush_id)
+            self._send(flush)
+            report.flushes.append(flush)
+        for group in self.buffer.waiting_groups():
+            turnaround = self.turnaround(group.provider, group.model)
+            name = f"{group.provider}/{group.model} {group.endpoint}"
+            decision = flush_due(
+                group,
+                now=self._clock(),
+                flush_policy=self.flush_policy,
+                lane_policy=self.gateway.policy,
+                turnaround=turnaround,
+            )
+            report.reasons[name] = "Flushed on request (--all)." if everything else decision.reason
+            if not (everything or decision.due):
+                continue
+            for flush in self._claim_group(group, turnaround, everything=everything):
+                self._send(flush)
+                report.flushes.append(flush)
+        return report
+
+    def flush_calls(self, group: WaitingGroup, call_ids: Sequence[str]) -> list[FlushRow]:
+        """Flush these calls of ``group`` now, whatever the thresholds (a deadline that cannot wait)."""
+        flushes = self.buffer.claim(
+            group,
+            worker=self.worker,
+            limit=len(call_ids),
+            plan=lambda waiting: plan_flush(waiting, now=self._clock(), lane_policy=self.gateway.policy),
+            only=call_ids,
+        )
+        for flush in flushes:
+            self._send(flush)
+        return flushes
+
+    def _claim_group(
+        self, group: WaitingGroup, turnaround: TurnaroundEstimate | None, *, everything: bool
+    ) -> list[FlushRow]:
+        """Claim the group a flush at a time (at most ``max_calls`` each) while it stays due."""
+        claimed: list[FlushRow] = []
+        current: WaitingGroup | None = group
+        while current is not None:
+            flushes = self.buffer.claim(
+                current,
+                worker=self.worker,
+                limit=self.flush_policy.max_calls,
+                plan=lambda waiting: plan_flush(
+                    waiting, now=self._clock(), lane_policy=self.gateway.policy, turnaround=turnaround
+                ),
+            )
+            if not flushes:
+                return claimed
+            claimed.extend(flushes)
+            current = self._still_due(current, turnaround, everything=everything)
+        return claimed
+
+    def _still_due(
+        self, group: WaitingGroup, turnaround: TurnaroundEstimate | None, *, everything: bool
+    ) -> WaitingGroup | None:
+        key = (group.provider, group.model, group.endpoint)
+        for now_waiting in self.buffer.waiting_groups():
+            if (now_waiting.provider, now_waiting.model, now_waiting.endpoint) != key:
+                continue
+            if everything:
+                return now_waiting
+            decision = flush_due(
+                now_waiting,
+                now=self._clock(),
+                flush_policy=self.flush_policy,
+                lane_policy=self.gateway.policy,
+                turnaround=turnaround,
+            )
+            return now_waiting if decision.due else None
+        return None
+
+    def _send(self, flush: FlushRow) -> None:
+        requests = self.requests_for(flush.flush_id)
+        if flush.lane is Lane.BATCH:
+            self.gateway.submit(DEFERRED_JOB, flush.flush_id, requests)
+        elif not self.gateway.ledger.item_counts(DEFERRED_JOB, flush.flush_id):
+            self.gateway.run_on_sync(DEFERRED_JOB, flush.flush_id, requests, keep_responses=self.buffer.keep_responses)
+        # else: a sync run a dead flusher began; ``collect`` finishes what it left (never runs twice)
+        self.buffer.mark_submitted(flush.flush_id, worker=self.worker)
+
+    def requests_for(self, flush_id: str, call_ids: Sequence[str] | None = None) -> list[LLMRequest]:
+        calls = self.buffer.calls_of(flush_id)
+        wanted = None if call_ids is None else set(call_ids)
+        return [
+            LLMRequest(
+                custom_id=call.call_id,
+                endpoint=Endpoint(call.endpoint),
+                model=call.model,
+                body=json.loads(call.body),
+                deadline=call.deadline,
+            )
+            for call in calls
+            if wanted is None or call.call_id in wanted
+        ]
+
+    def _rebuilder(self, flush_id: str) -> Callable[[Sequence[str]], list[LLMRequest]]:
+        def rebuild(call_ids: Sequence[str]) -> list[LLMRequest]:
+            return self.requests_for(flush_id, call_ids)
+
+        return rebuild
+
+    # -- collect ----------------------------------------------------------------------------
+
+    def collect(self) -> CollectReport:
+        """Poll the deferred batches and reconcile every flush whose batches have all ended."""
+        report = CollectReport()
+        submitted = self.buffer.flushes([FLUSH_SUBMITTED])
+        if not submitted:
+            return report
+        self.gateway.poll(DEFERRED_JOB)
+        for flush in submitted:
+            progress = self.gateway.progress(DEFERRED_JOB, flush.flush_id)
+            if not progress.all_terminal:
+                report.waiting.append(flush.flush_id)
+                continue
+            result = self.gateway.reconcile(
+                DEFERRED_JOB,
+                flush.flush_id,
+                rebuild_requests=self._rebuilder(flush.flush_id),
+                worker=self.worker,
+                keep_responses=self.buffer.keep_responses,
+            )
+            report.retried += result.retried_on_sync + result.resubmitted
+            if result.complete and self.buffer.mark_collected(flush.flush_id):
+                report.collected.append(flush.flush_id)
+            elif not result.complete:
+                report.waiting.append(flush.flush_id)
+        return report
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    def watch(self) -> WatchReport:
+        """Cancel batches whose calls' deadlines are at risk; promote what cannot wait for the cancel."""
+        report = WatchReport()
+        for action in self.gateway.watch_deadlines(DEFERRED_JOB):
+            report.cancelled_batches.extend(action.cancel_requested)
+            if action.run_on_sync_now:
+                report.promoted_calls += self.gateway.promote(
+                    DEFERRED_JOB,
+                    action.partition,
+                    rebuild_requests=self._rebuilder(action.partition),
+                    keep_responses=self.buffer.keep_responses,
+                )
+        return report
+
+    # -- learned turnaround -----------------------------------------------------------------
+
+    def turnaround(self, provider: str, model: str) -> TurnaroundEstimate | None:
+        """What the ledger's completed batches of this provider and model say of their turnaround."""
+        return TurnaroundEstimate.from_durations(self.buffer.batch_durations(provider, model, TURNAROUND_HISTORY))
+
+    def now(self) -> datetime:
+        return self._clock()
