@@ -32,7 +32,7 @@ def money(value: Decimal) -> str:
     return f"${value.quantize(CENT, rounding=ROUND_HALF_UP):,}"
 
 
-class TokenCount(click.ParamType):
+class TokenCount(click.ParamType[int]):
     name = "tokens"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
@@ -44,7 +44,7 @@ class TokenCount(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class Fraction(click.ParamType):
+class Fraction(click.ParamType[Decimal]):
     name = "fraction"
 
     def __init__(self, upper_exclusive: Decimal | None = Decimal(1)) -> None:

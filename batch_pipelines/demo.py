@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -36,7 +37,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 class WorkloadOutcome:
     name: str
     partition: str
-    metadata: dict
+    metadata: dict[str, Any]
     checks_passed: bool
     check_notes: list[str]
 
@@ -68,11 +69,23 @@ def run_demo(work_dir: Path, *, echo: Callable[[str], None] = print, rows: int =
     return outcomes
 
 
-def _run_workload(defs, wdefs: BatchWorkloadDefinitions, instance, resource, echo, rows: int) -> WorkloadOutcome:
+def _run_workload(
+    defs: dg.Definitions,
+    wdefs: BatchWorkloadDefinitions,
+    instance: dg.DagsterInstance,
+    resource: BatchGatewayResource,
+    echo: Callable[[str], None],
+    rows: int,
+) -> WorkloadOutcome:
     workload = wdefs.workload
     partition = partition_for(wdefs)
     echo(f"[{workload.name}] partition {partition}: materializing input and submit assets")
-    all_assets = [*(defs.assets or []), *(defs.asset_checks or [])]
+    # Definitions also admits cacheable (deferred) assets, which materialize() cannot take; we define none.
+    all_assets = [
+        asset
+        for asset in [*(defs.assets or []), *(defs.asset_checks or [])]
+        if isinstance(asset, (dg.AssetsDefinition, dg.AssetSpec, dg.SourceAsset))
+    ]
     submitted = dg.materialize(
         all_assets,
         selection=[workload.upstream_key, workload.submit_key],
@@ -89,6 +102,8 @@ def _run_workload(defs, wdefs: BatchWorkloadDefinitions, instance, resource, ech
             instance=instance, definitions=defs, sensor_name=wdefs.sensor.name, resources={"batch_gateway": resource}
         ) as context:
             result = wdefs.sensor(context)
+        # The completion sensors always return a SensorResult (cursor, events and run requests).
+        assert isinstance(result, dg.SensorResult)
         for event in result.asset_events:
             instance.report_runless_asset_event(event)
         if not result.run_requests:
@@ -112,11 +127,12 @@ def _run_workload(defs, wdefs: BatchWorkloadDefinitions, instance, resource, ech
                 check_notes.append(
                     f"{evaluation.check_name}: {'passed' if ok else 'FAILED'} — {evaluation.description}"
                 )
-        materialization = instance.fetch_materializations(
+        records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=workload.results_key, asset_partitions=[partition]), limit=1
         ).records
-        if materialization:
-            metadata = {k: v.value for k, v in materialization[0].asset_materialization.metadata.items()}
+        materialization = records[0].asset_materialization if records else None
+        if materialization is not None:
+            metadata = {k: v.value for k, v in materialization.metadata.items()}
             return WorkloadOutcome(workload.name, partition, metadata, passed and bool(check_notes), check_notes)
     return WorkloadOutcome(workload.name, partition, {}, False, ["results never materialized"])
 

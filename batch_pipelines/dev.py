@@ -15,10 +15,11 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from batch_pipelines.dagster_layer.resources import EMULATOR_URL_ENV
+from batch_pipelines.services.gateway_config import EMULATOR_URL_ENV
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 EMULATOR_READY_SECONDS = 30.0
@@ -39,19 +40,19 @@ def dagster_dev_command(workspace: Path, *, port: int, host: str = "127.0.0.1") 
 
 
 def start_process_group(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None, **popen: object
-) -> subprocess.Popen:
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None, **popen: Any
+) -> subprocess.Popen[Any]:
     """Start ``argv`` as the leader of a new session, with SIGINT at its default disposition."""
     return subprocess.Popen(
         [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, *argv],
         env=dict(env),
         cwd=cwd,
         start_new_session=True,
-        **popen,  # type: ignore[arg-type]
+        **popen,
     )
 
 
-def stop_process_group(process: subprocess.Popen, *, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+def stop_process_group(process: subprocess.Popen[Any], *, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
     """SIGTERM the process's whole group, SIGKILL whatever is still there after ``grace_seconds``.
 
     Returns once the leader is reaped and no process of the group is left.
@@ -94,7 +95,9 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def wait_for_emulator(base_url: str, process: subprocess.Popen, *, timeout: float = EMULATOR_READY_SECONDS) -> None:
+def wait_for_emulator(
+    base_url: str, process: subprocess.Popen[Any], *, timeout: float = EMULATOR_READY_SECONDS
+) -> None:
     """Return once the emulator answers its health check; raise if it exits or stays silent."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0) as client:
@@ -130,7 +133,7 @@ def run_dev(project_dir: Path, *, ui_port: int = 3000, emulator_port: int = 8765
     # Without these, SIGTERM would end this process at once and orphan both children.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
-    children: list[subprocess.Popen] = []
+    children: list[subprocess.Popen[Any]] = []
     try:
         emulator = start_process_group(
             [

@@ -362,9 +362,12 @@ class _Sharder:
                 last_prefix = shared_prefix(body, min_prefix_chars)
                 last_head = head
             prefix = last_prefix
-            slot = -1 if prefix is None else slot_of_prefix.get(prefix, -2)
-            if slot == -2:
-                slot = self._slot(prefix)
+            if prefix is None:
+                slot = -1
+            else:
+                slot = slot_of_prefix.get(prefix, -2)
+                if slot == -2:
+                    slot = self._slot(prefix)
             chunk = lane.buckets.get(slot)
             if chunk is None:
                 chunk = lane.buckets[slot] = self._new_chunk(lane)

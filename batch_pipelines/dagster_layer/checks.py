@@ -6,6 +6,7 @@ blocking at ERROR severity: a partition that breaks them stops its downstream as
 """
 
 import warnings
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -14,14 +15,14 @@ import dagster as dg
 from batch_pipelines.dagster_layer import metadata_keys as keys
 
 
-def _partitioned_check(**kwargs: Any) -> Any:
+def _partitioned_check(**kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetChecksDefinition]:
     """``dg.asset_check`` with the asset's partitions: one result per partition in the UI.
 
     Partitioned checks are marked preview in Dagster 1.13 (a PreviewWarning at every load); we
     rely on them deliberately and keep the warning out of users' logs.
     """
 
-    def decorate(fn: Any) -> dg.AssetChecksDefinition:
+    def decorate(fn: Callable[..., Any]) -> dg.AssetChecksDefinition:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=dg.PreviewWarning)
             return dg.asset_check(**kwargs)(fn)

@@ -94,7 +94,7 @@ def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
     )
     def _submit(
         context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[Any]:
         partition = context.partition_key
         try:
             requests = workload.requests_from_frame(rows, partition=partition)

@@ -54,7 +54,7 @@ class LanePolicyConfig(dg.Config):
         )
 
 
-class BatchGatewayResource(dg.ConfigurableResource):
+class BatchGatewayResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented bare form
     """Routes LLM work to providers' batch and sync lanes and keeps the ledger."""
 
     providers_file: str | None = Field(

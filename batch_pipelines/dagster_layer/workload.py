@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import pandas as pd
@@ -106,7 +106,9 @@ class BatchWorkload:
         return list(self._iter_requests(frame, ids, deadline))
 
     def _iter_requests(self, frame: pd.DataFrame, ids: pd.Series, deadline: datetime) -> Iterator[LLMRequest]:
-        for custom_id, row in zip(ids, frame.to_dict("records")):
+        # pandas types record keys as Hashable; they are the frame's column labels, read by name.
+        records = cast(list[dict[str, Any]], frame.to_dict("records"))
+        for custom_id, row in zip(ids, records):
             body = dict(self.build_request(row))
             body["model"] = self.model
             yield LLMRequest(custom_id, self.endpoint, self.model, body, Lane.BATCH, deadline)

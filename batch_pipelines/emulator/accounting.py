@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -36,7 +36,7 @@ _MAX_SEEN_PREFIXES = 2_000_000
 _FAST_COUNT_MAX_CHARS = 50_000
 
 
-_rust_count: Any = None  # the Rust tokenizer's count, loaded at first use
+_rust_count: Callable[[str], int] | None = None  # the Rust tokenizer's count, loaded at first use
 
 
 def count_fresh(text: str) -> int:

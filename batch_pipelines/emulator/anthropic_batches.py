@@ -7,6 +7,7 @@ The timeline mirrors the OpenAI one (seeded duration, expiry at 24 h, a cancel t
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -240,7 +241,7 @@ class AnthropicBatches:
                     continue
                 message_id = "msg_" + hashlib.blake2b(f"{record['id']}:{index}".encode(), digest_size=12).hexdigest()
                 try:
-                    message, line_usage = self.responder.message(
+                    reply, line_usage = self.responder.message(
                         request["params"], profile=profile, key=custom_id, message_id=message_id, service_tier="batch"
                     )
                 except ApiError as exc:
@@ -256,7 +257,7 @@ class AnthropicBatches:
                     continue
                 usage.add(line_usage)
                 counts["succeeded"] += 1
-                encoded = dumps({"custom_id": custom_id, "result": {"type": "succeeded", "message": message}})
+                encoded = dumps({"custom_id": custom_id, "result": {"type": "succeeded", "message": reply}})
                 if malformed_left > 0:
                     malformed_left -= 1
                     encoded = encoded[: max(1, len(encoded) - _MALFORMED_TAIL)]
@@ -278,7 +279,7 @@ class AnthropicBatches:
         with open(work / "requests.jsonl", "rb") as source:
             yield map(orjson.loads, source)
 
-    def _release(self, batch_id: str) -> list[dict[str, Any]] | None:
+    def _release(self, batch_id: str) -> builtins.list[dict[str, Any]] | None:  # `list` here is our method
         held = self._held.pop(batch_id, None)
         if held is None:
             return None

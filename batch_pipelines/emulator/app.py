@@ -357,6 +357,7 @@ def create_app(emulator: Emulator) -> Starlette:
         return _json(response)
 
     async def models(request: Request) -> Response:
+        data: list[dict[str, Any]]
         if surface_of(request.url.path, request.headers) == "anthropic":
             data = [
                 {

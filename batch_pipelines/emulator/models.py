@@ -205,7 +205,7 @@ def choose_label(values: tuple[str, ...], normalised: tuple[str, ...], message: 
         lowered = message.lower()
     for value, (probe, several, pattern) in zip(values, _label_matchers(normalised)):
         # A cheap substring test first; the whole-word check only when it could match.
-        if probe and (several or probe in lowered) and pattern.search(lowered):
+        if probe and (several or probe in lowered) and pattern is not None and pattern.search(lowered):
             return value
     return values[stable_index(message, len(values))]
 

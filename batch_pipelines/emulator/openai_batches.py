@@ -396,7 +396,7 @@ class OpenAIBatches:
                         line_ok = False
                     if endpoint == "/v1/embeddings":
                         embedding_inputs += _embedding_input_count(body)
-                    if line_ok and not errors:
+                    if line_ok and not errors and isinstance(custom_id, str):
                         answerer.answer(custom_id, body)
             if count == 0 and not errors:
                 fail("empty_file", "The input file holds no requests.")
@@ -455,7 +455,8 @@ class OpenAIBatches:
         # Compare end times the way refresh computes them (start + duration): the difference
         # at - start can fall a hair short of duration in floating point and lose the last line.
         if at >= record["in_progress_at"] + duration:
-            return record["total"]
+            total: int = record["total"]
+            return total
         elapsed = at - record["in_progress_at"]
         return max(0, int(record["total"] * elapsed / duration + 1e-9))  # float noise must not lose a line
 
@@ -579,15 +580,20 @@ def _effective_duration(record: dict[str, Any]) -> tuple[float, bool]:
 
 
 def _end_time(record: dict[str, Any]) -> float:
+    ended: float
     for key in ("completed_at", "failed_at", "expired_at", "cancelled_at"):
         if record[key] is not None:
-            return record[key]
+            ended = record[key]
+            return ended
     if record["cancelling_at"] is not None:
-        return record["cancelling_at"] + record["profile"]["cancel_seconds"]
+        ended = record["cancelling_at"] + record["profile"]["cancel_seconds"]
+        return ended
     duration, expiring = _effective_duration(record)
     if expiring:
-        return record["created_at"] + WINDOW_SECONDS
-    return record["in_progress_at"] + duration + record["profile"]["finalizing_seconds"]
+        ended = record["created_at"] + WINDOW_SECONDS
+        return ended
+    ended = record["in_progress_at"] + duration + record["profile"]["finalizing_seconds"]
+    return ended
 
 
 def _holds_queue(record: dict[str, Any], at: float) -> bool:

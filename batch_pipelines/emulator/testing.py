@@ -46,7 +46,8 @@ class RunningEmulator:
         self._control("PUT", "/_emulator/profile", json=dict(profile))
 
     def stats(self) -> dict[str, Any]:
-        return self._control("GET", "/_emulator/stats")
+        stats: dict[str, Any] = self._control("GET", "/_emulator/stats")
+        return stats
 
     def _control(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._client.request(method, self.base_url + path, **kwargs)

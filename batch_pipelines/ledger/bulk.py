@@ -62,13 +62,15 @@ class BulkWriter:
             rows = [tuple(row[i] for i in order) for row in rows]
         if self._processors:
             # Column-wise, memoised: a chunk's timestamps are mostly one value repeated.
-            by_column = list(zip(*rows))
+            by_column: list[Sequence[Any]] = list(zip(*rows))
             for position, processor in self._processors:
                 by_column[position] = _converted(by_column[position], processor)
             rows = list(zip(*by_column))
         if self._sqlite:
             return connection.exec_driver_sql(self._sql, rows).rowcount
-        with connection.connection.driver_connection.cursor() as cursor:
+        driver = connection.connection.driver_connection  # None only once the connection is invalidated
+        assert driver is not None, "the ledger connection was invalidated before the COPY"
+        with driver.cursor() as cursor:
             with cursor.copy(self._sql) as copy:
                 for row in rows:
                     copy.write_row(row)
@@ -77,7 +79,7 @@ class BulkWriter:
 
 def _converted(values: Sequence[Any], processor: Callable[[Any], Any]) -> list[Any]:
     memo: dict[Any, Any] = {None: None}
-    out = []
+    out: list[Any] = []
     append = out.append
     for value in values:
         try:

@@ -56,10 +56,11 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
 def mask_url(url: str | URL) -> str:
     """The URL as it may be shown: password and secret-looking query values replaced by ***."""
     if isinstance(url, str):
+        text = url
         try:
-            url = make_url(url)
+            url = make_url(text)
         except ArgumentError:
-            return _USERINFO.sub(r"\1***@", url)
+            return _USERINFO.sub(r"\1***@", text)
     masked_query = {k: ("***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in url.query.items()}
     return url.set(query=masked_query).render_as_string(hide_password=True)
 

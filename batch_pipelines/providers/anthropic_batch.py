@@ -45,7 +45,8 @@ def parse_anthropic_batch(payload: Any, provider: str) -> BatchInfo:
     processing = data.get("processing_status")
     if not isinstance(batch_id, str) or not isinstance(processing, str):
         raise MalformedResponseError("message batch has no id or processing_status", keys=sorted(data)[:20])
-    counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
+    raw_counts = data.get("request_counts")
+    counts = raw_counts if isinstance(raw_counts, dict) else {}
 
     def count(name: str) -> int:
         value = counts.get(name)

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,6 +97,17 @@ class BatchLaneBase:
     def provider(self) -> str:
         return self.config.name
 
+    # -- watch: each protocol lists and reads its batches its own way -------------------------
+    def iter_batches(
+        self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES
+    ) -> Iterator[BatchInfo]:
+        """The vendor's batches, newest first, stopping at batches older than ``created_after``."""
+        raise NotImplementedError
+
+    def get(self, vendor_batch_id: str) -> BatchInfo:
+        """One batch by its vendor id."""
+        raise NotImplementedError
+
     # -- HTTP --------------------------------------------------------------------------------
     def _send(self, method: str, url: str, *, policy: RetryPolicy | None = None, **kwargs: Any) -> httpx.Response:
         return send_with_retry(
@@ -178,7 +190,7 @@ class BatchLaneBase:
             found[batch_id] = self.get(batch_id)
         return found
 
-    def download(self, url: str, dest: Path) -> Path:
+    def download(self, url: str | httpx.URL, dest: Path) -> Path:
         """Stream ``url`` to ``dest``; a stream broken part-way resumes (Range) or restarts."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
@@ -192,7 +204,7 @@ class BatchLaneBase:
             try:
                 response = send_with_retry(
                     self.http,
-                    lambda headers=headers: self.http.build_request("GET", url, headers=headers),
+                    partial(self.http.build_request, "GET", url, headers=headers),
                     self.retry,
                     sleep=self.sleep,
                     clock=self.clock,

@@ -73,11 +73,11 @@ class _Model(BaseModel):
 class BatchCaps(_Model):
     """What one provider batch may hold; the sharder splits work to stay under every cap."""
 
-    max_requests: int = Field(OPENAI_MAX_REQUESTS, gt=0)
+    max_requests: int = Field(default=OPENAI_MAX_REQUESTS, gt=0)
     """Requests per batch (OpenAI 50,000; Anthropic 100,000)."""
-    max_bytes: int = Field(OPENAI_MAX_BYTES, gt=0)
+    max_bytes: int = Field(default=OPENAI_MAX_BYTES, gt=0)
     """Bytes of the batch input (OpenAI 200 MB; Anthropic 256 MB); accepts '200MB'."""
-    max_embedding_inputs: int | None = Field(OPENAI_MAX_EMBEDDING_INPUTS, gt=0)
+    max_embedding_inputs: int | None = Field(default=OPENAI_MAX_EMBEDDING_INPUTS, gt=0)
     """Embedding inputs summed over a batch's requests (OpenAI 50,000); None where unlimited."""
     enqueued_token_budget: dict[str, int] | None = None
     """Per model: the organisation's enqueued-token limit for batches ('30M' accepted)."""
@@ -125,11 +125,11 @@ class RateLimits(_Model):
     ``x-ratelimit-limit-*`` headers and obeys ``x-ratelimit-remaining-*``/``Retry-After``.
     """
 
-    requests_per_minute: int | None = Field(None, gt=0)
-    tokens_per_minute: int | None = Field(None, gt=0)
-    max_concurrency: int = Field(64, gt=0)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    max_concurrency: int = Field(default=64, gt=0)
     """Connections (and so in-flight sync calls) to this provider at once."""
-    burst_seconds: float = Field(10.0, gt=0)
+    burst_seconds: float = Field(default=10.0, gt=0)
     """How many seconds' worth of the per-minute budget may be spent at once. Vendors enforce
     per-minute limits over shorter windows, so a whole minute's burst would trip them."""
 
@@ -142,10 +142,10 @@ class RateLimits(_Model):
 class Timeouts(_Model):
     """Seconds, per phase of an HTTP call (httpx's four timeouts)."""
 
-    connect: float = Field(10.0, gt=0)
-    read: float = Field(600.0, gt=0)
-    write: float = Field(600.0, gt=0)
-    pool: float = Field(30.0, gt=0)
+    connect: float = Field(default=10.0, gt=0)
+    read: float = Field(default=600.0, gt=0)
+    write: float = Field(default=600.0, gt=0)
+    pool: float = Field(default=30.0, gt=0)
 
 
 class ProviderConfig(_Model):
@@ -156,7 +156,7 @@ class ProviderConfig(_Model):
     base_url: str
     api_key_env: str = Field(min_length=1)
     """Name of the environment variable holding the key; read when a client is built."""
-    api_key: SecretStr | None = Field(None, repr=False)
+    api_key: SecretStr | None = Field(default=None, repr=False)
     """An explicit key (the emulator's, or one a resource already resolved); never logged."""
     models: list[str] = Field(default_factory=list)
     """Exact model names or shell patterns (``claude-*``; ``*`` for any model)."""

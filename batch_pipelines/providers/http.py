@@ -93,7 +93,7 @@ class ShardedAsyncTransport(httpx.AsyncBaseTransport):
         except BaseException:
             counts[index] -= 1
             raise
-        response.stream = _ReleasingStream(response.stream, counts, index)  # type: ignore[arg-type]
+        response.stream = _ReleasingStream(response.stream, counts, index)
         return response
 
     async def aclose(self) -> None:

@@ -57,7 +57,8 @@ def parse_openai_batch(payload: Any, provider: str) -> BatchInfo:
     status = data.get("status")
     if not isinstance(batch_id, str) or not isinstance(status, str):
         raise MalformedResponseError("batch object has no id or status", keys=sorted(data)[:20])
-    counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
+    raw_counts = data.get("request_counts")
+    counts = raw_counts if isinstance(raw_counts, dict) else {}
     errors_block = data.get("errors")
     raw_errors = errors_block.get("data") if isinstance(errors_block, dict) else None
     errors = tuple(
@@ -221,7 +222,8 @@ class OpenAIBatchLane(BatchLaneBase):
             if after:
                 params["after"] = after
             page = self._json("GET", "/files", params=params)
-            data = page.get("data") if isinstance(page.get("data"), list) else []
+            raw_data = page.get("data")
+            data = raw_data if isinstance(raw_data, list) else []
             for item in data:
                 if isinstance(item, dict) and item.get("filename") == wanted and item.get("id") != keep:
                     orphans.append(str(item["id"]))

@@ -183,12 +183,13 @@ def openai_line_outcome(line: dict[str, Any], default_model: str | None) -> Item
             return ItemOutcome(
                 custom_id, OutcomeKind.SUCCEEDED, None, openai_usage(body.get("usage")), body, 200, None, model
             )
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
-        code = error.get("code") or error.get("type")
+        raw_error = body.get("error")
+        body_error = raw_error if isinstance(raw_error, dict) else {}
+        code = body_error.get("code") or body_error.get("type")
         return ItemOutcome(
             custom_id,
             OutcomeKind.FAILED,
-            _reason(error.get("message")) or f"HTTP {status}",
+            _reason(body_error.get("message")) or f"HTTP {status}",
             ZERO_USAGE,
             None,
             status if type(status) is int else None,

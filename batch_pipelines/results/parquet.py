@@ -18,7 +18,7 @@ an integer sum stored as the unscaled value of a ``decimal128(38, 15)``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -187,6 +187,7 @@ class OutcomeParquetWriter:
             return
         columns = list(zip(*self._rows))
         arrays = []
+        values: Sequence[Any]
         for kind, values in zip((f.type for f in OUTCOMES_SCHEMA), columns):
             if kind == COST_TYPE:
                 values = [v.quantize(Decimal(1).scaleb(-_COST_SCALE)) for v in values]
@@ -314,7 +315,8 @@ def _outcome_columns(batch: pa.RecordBatch, default_model: str | None) -> dict[s
 
     def tokens(*path: str) -> np.ndarray:
         values = pc.if_else(ok, pc.fill_null(_field(usage, *path), zero), zero)
-        return values.to_numpy(zero_copy_only=False)
+        counts: np.ndarray = values.to_numpy(zero_copy_only=False)
+        return counts
 
     prompt = tokens("prompt_tokens")
     cached = np.minimum(tokens("prompt_tokens_details", "cached_tokens"), prompt)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
@@ -96,7 +97,9 @@ class AttemptTableWriter:
     def __enter__(self) -> AttemptTableWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
 

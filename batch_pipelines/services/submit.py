@@ -222,11 +222,12 @@ class _ShardSubmitter:
     def _existing_batch(self, intent: Any, shard: Shard, *, resumed: bool) -> BatchInfo | None:
         """The batch an earlier attempt created for this intent, if any (ledger first)."""
         if intent.vendor_batch_id:
-            return self.lane.get(intent.vendor_batch_id)
+            recorded: BatchInfo = self.lane.get(intent.vendor_batch_id)
+            return recorded
         if not resumed:
             return None  # a brand-new intent: nothing can exist for it yet
         since = intent.created_at - CLOCK_SKEW
-        found = self.lane.find_by_intent(intent.intent_key, created_after=since)
+        found: BatchInfo | None = self.lane.find_by_intent(intent.intent_key, created_after=since)
         if found is not None or not hasattr(self.lane, "find_unrecorded"):
             return found
         candidates = [

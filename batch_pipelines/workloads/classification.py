@@ -4,7 +4,9 @@ A long, stable system prompt comes first so providers' prompt caches hit; an ans
 the label set is ``invalid_output`` and retried within the policy's limit.
 """
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -48,14 +50,14 @@ def support_tickets(context: dg.AssetExecutionContext, config: SyntheticInputCon
     return synthetic.support_tickets(context.partition_key, rows=config.rows, seed=config.seed)
 
 
-def _request(row: dict) -> dict:
+def _request(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "max_completion_tokens": 5,
         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Ticket: {row['body']}"}],
     }
 
 
-def _parse(response: dict) -> dict:
+def _parse(response: dict[str, Any]) -> dict[str, Any]:
     label = chat_text(response).strip().lower()
     if label not in LABELS:
         raise InvalidOutput(f"label {label!r} is not one of {', '.join(LABELS)}")

@@ -3,7 +3,9 @@
 Large and one-shot; vectors land in Parquet as fixed-size lists of float32.
 """
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -24,11 +26,11 @@ def corpus_chunks(context: dg.AssetExecutionContext, config: SyntheticInputConfi
     return synthetic.corpus_chunks(context.partition_key, rows=config.rows, seed=config.seed)
 
 
-def _request(row: dict) -> dict:
+def _request(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"input": row["text"], "dimensions": DIMENSIONS, "encoding_format": "float"}
 
 
-def _parse(response: dict) -> dict:
+def _parse(response: dict[str, Any]) -> dict[str, Any]:
     vector = response["data"][0]["embedding"]
     if len(vector) != DIMENSIONS:
         raise InvalidOutput(f"vector has {len(vector)} dimensions, expected {DIMENSIONS}")

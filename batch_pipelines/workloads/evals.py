@@ -4,7 +4,9 @@ Offline by nature. Aggregate metrics (mean score, pass rate) join the results' m
 """
 
 import json
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -28,7 +30,7 @@ def eval_cases(context: dg.AssetExecutionContext, config: SyntheticInputConfig) 
     return synthetic.eval_cases(context.partition_key, rows=config.rows, seed=config.seed)
 
 
-def _request(row: dict) -> dict:
+def _request(row: Mapping[str, Any]) -> dict[str, Any]:
     prompt = f"Question: {row['question']}\nAnswer: {row['answer']}\nReference: {row['reference']}"
     return {
         "max_completion_tokens": 80,
@@ -36,7 +38,7 @@ def _request(row: dict) -> dict:
     }
 
 
-def _parse(response: dict) -> dict:
+def _parse(response: dict[str, Any]) -> dict[str, Any]:
     try:
         verdict = json.loads(chat_text(response))
         score = int(verdict["score"])
@@ -47,7 +49,7 @@ def _parse(response: dict) -> dict:
     return {"score": score, "rationale": str(verdict.get("rationale", ""))}
 
 
-def _summarize(table: pd.DataFrame) -> dict:
+def _summarize(table: pd.DataFrame) -> dict[str, Any]:
     scored = table[table["status"] == "succeeded"]
     if scored.empty or "score" not in scored:
         return {"eval_cases_scored": 0}

@@ -5,7 +5,9 @@ Output-heavy work with nobody waiting: the textbook batch job. Runs on Anthropic
 once the results pass their checks.
 """
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -30,7 +32,7 @@ def team_activity(context: dg.AssetExecutionContext, config: SyntheticInputConfi
     return synthetic.activity_by_group(context.partition_key, groups=max(1, config.rows // 15), seed=config.seed)
 
 
-def _request(row: dict) -> dict:
+def _request(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "max_tokens": 400,
         "system": SYSTEM,
@@ -38,7 +40,7 @@ def _request(row: dict) -> dict:
     }
 
 
-def _parse(response: dict) -> dict:
+def _parse(response: dict[str, Any]) -> dict[str, Any]:
     report = chat_text(response).strip()
     if not report:
         raise InvalidOutput("empty report")
@@ -67,7 +69,7 @@ defs = batch_workload(workload)
 @dg.asset(partitions_def=daily, deps=[workload.results_key], group_name="nightly_reports", kinds={"markdown"})
 def daily_reports_digest(
     context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[Any]:
     """Every team's report in one markdown digest; runs only after the results pass their checks."""
     table = pd.read_parquet(batch_gateway.results_path(workload.name, context.partition_key))
     done = table[table["status"] == "succeeded"].sort_values("custom_id")
