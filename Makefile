@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 ## Lint, format check and type check, then the whole test suite
 ## (PostgreSQL tests read BATCH_PIPELINES_TEST_POSTGRES_URL).
-test: $(STAMP) lint
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## ruff (lint and format, one width: 120) over the package, the tests and the benchmarks.
