@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, DecimalException
 from typing import Any
 
 import click
@@ -95,12 +95,18 @@ def cost(
     try:
         book = PriceBook.default(prices)
         batch = book.cost(model, usage, Lane.BATCH, Discounts(structural_discount, credit_bonus))
+        lines = _cost_lines(batch, as_json)
     except BatchPipelinesError as exc:
         raise click.UsageError(exc.message) from None
-    _print_cost(batch, as_json)
+    except DecimalException:
+        # Only a price book with absurd rates gets here (token counts are bounded): say so, no traceback.
+        raise click.UsageError("the cost is too large to compute exactly; check the price book's rates") from None
+    for line in lines:
+        click.echo(line)
 
 
-def _print_cost(batch: CostBreakdown, as_json: bool) -> None:
+def _cost_lines(batch: CostBreakdown, as_json: bool) -> list[str]:
+    """The output, computed in full before anything is printed (a failure prints nothing)."""
     if as_json:
         payload = {
             "model": batch.model,
@@ -112,17 +118,16 @@ def _print_cost(batch: CostBreakdown, as_json: bool) -> None:
             "savings_usd": exact(batch.savings_usd),
             "savings_pct": str(batch.savings_pct.quantize(CENT, rounding=ROUND_HALF_UP)),
         }
-        click.echo(orjson.dumps(payload).decode())
-        return
+        return [orjson.dumps(payload).decode()]
     u = batch.usage
-    click.echo(
+    return [
         f"model {batch.model}: {u.input_tokens:,} input ({u.cached_input_tokens:,} cached) + "
-        f"{u.output_tokens:,} output tokens"
-    )
-    click.echo(f"{'lane':<8}{'cost':>16}")
-    click.echo(f"{'sync':<8}{money(batch.sync_equivalent_usd):>16}")
-    click.echo(f"{'batch':<8}{money(batch.cost_usd):>16}")
-    click.echo(f"savings {money(batch.savings_usd)} ({batch.savings_pct.quantize(CENT, rounding=ROUND_HALF_UP)}%)")
+        f"{u.output_tokens:,} output tokens",
+        f"{'lane':<8}{'cost':>16}",
+        f"{'sync':<8}{money(batch.sync_equivalent_usd):>16}",
+        f"{'batch':<8}{money(batch.cost_usd):>16}",
+        f"savings {money(batch.savings_usd)} ({batch.savings_pct.quantize(CENT, rounding=ROUND_HALF_UP)}%)",
+    ]
 
 
 @main.command()

@@ -20,8 +20,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from batch_pipelines.core.config_files import load_yaml_file
 from batch_pipelines.core.errors import ConfigError, UnknownModelError
 from batch_pipelines.core.requests import Lane
 from batch_pipelines.core.usage import Usage
@@ -157,12 +156,7 @@ class PriceBook:
     @classmethod
     def load(cls, path: str | Path) -> PriceBook:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"price book file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"price book {path} is not valid YAML: {exc}") from None
+        data = load_yaml_file(path, "price book")
         return cls.from_mapping(data, source=str(path))
 
     @classmethod

@@ -6,6 +6,8 @@ import re
 from decimal import Decimal, InvalidOperation
 
 _SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+MAX_TOKEN_COUNT = 10**15
+"""A quadrillion tokens: far past any workload, and small enough that every cost stays exact."""
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbB]?)\s*$")
 
 
@@ -18,7 +20,14 @@ def parse_token_count(text: str) -> int:
     value = number * suffix
     if value != value.to_integral_value():
         raise ValueError(f"{text!r} is not a whole number of tokens")
+    if value > MAX_TOKEN_COUNT:
+        raise ValueError(f"{_shorten(text)} tokens is more than {MAX_TOKEN_COUNT:,}; is a digit too many?")
     return int(value)
+
+
+def _shorten(text: str) -> str:
+    text = str(text)
+    return repr(text) if len(text) <= 40 else f"a {len(text)}-character count"
 
 
 def parse_fraction(text: str, *, name: str, upper_exclusive: Decimal | None = Decimal(1)) -> Decimal:

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from batch_pipelines.core.config_files import load_yaml_file
 from batch_pipelines.core.errors import ConfigError
 
 PROFILES_DIR = Path(__file__).with_name("profiles")
@@ -197,10 +196,7 @@ def load_profile(source: Mapping[str, Any] | str | Path | None) -> Profile:
             f"emulator profile {str(source)!r} is neither a file nor a bundled profile "
             f"({', '.join(bundled_profiles())})"
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"emulator profile {str(path)!r} is not valid YAML: {exc}") from None
+    raw = load_yaml_file(path, "emulator profile")
     if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"emulator profile {str(path)!r} must be a YAML mapping of keys to values")
     return Profile.from_mapping(raw)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from batch_pipelines.core.config_files import load_yaml_file
 from batch_pipelines.core.errors import ConfigError, UnknownModelError
 from batch_pipelines.core.quantities import parse_token_count
 
@@ -60,6 +61,12 @@ def parse_byte_size(value: Any) -> int:
     if match is None or unit not in _BYTE_UNITS:
         raise ValueError(f"{value!r} is not a byte size (a number, optionally with kB, MB, GB, KiB, MiB, GiB)")
     return int(float(match.group(1)) * _BYTE_UNITS[unit])
+
+
+# Header names that carry a credential: never taken from extra_headers.
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie", "proxy-authorization"}
+)
 
 
 def _token_count(value: Any) -> Any:
@@ -172,9 +179,23 @@ class ProviderConfig(_Model):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
+        # The value is not echoed back: a URL can carry a password or a token.
         if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"base_url {value!r} must be an http:// or https:// URL")
+            raise ValueError("base_url must be an http:// or https:// URL")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("base_url must not carry credentials (user:password@); the key comes from api_key_env")
         return value.rstrip("/")
+
+    @field_validator("extra_headers")
+    @classmethod
+    def _no_credential_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        # They would replace the auth header built from api_key_env, and put a secret in the config.
+        carrying = sorted(name for name in value if name.lower() in CREDENTIAL_HEADERS)
+        if carrying:
+            raise ValueError(
+                f"extra_headers must not carry credentials ({', '.join(carrying)}); the key comes from api_key_env"
+            )
+        return value
 
     @field_validator("api_key_env")
     @classmethod
@@ -242,12 +263,21 @@ class ProviderRegistry:
         self._providers: dict[str, ProviderConfig] = {}
         self._exact: dict[str, ProviderConfig] = {}
         patterns: list[tuple[str, ProviderConfig]] = []
+        pattern_owner: dict[str, str] = {}
         for provider in providers:
             if provider.name in self._providers:
                 raise ConfigError(f"provider {provider.name!r} is configured twice", provider=provider.name)
             self._providers[provider.name] = provider
             for entry in provider.models:
                 if _is_pattern(entry):
+                    owner = pattern_owner.setdefault(entry, provider.name)
+                    if owner != provider.name:
+                        raise ConfigError(
+                            f"model pattern {entry!r} is listed by both {owner!r} and {provider.name!r}; "
+                            "a model must route to one provider",
+                            pattern=entry,
+                            providers=[owner, provider.name],
+                        )
                     patterns.append((entry, provider))
                 elif entry in self._exact:
                     raise ConfigError(
@@ -258,6 +288,7 @@ class ProviderRegistry:
                     self._exact[entry] = provider
         # Stable sort: equally specific patterns keep configuration order.
         self._patterns = sorted(patterns, key=lambda item: -_specificity(item[0]))
+        self._routed: dict[str, ProviderConfig] = {}  # models already matched against the patterns
 
     @property
     def providers(self) -> list[ProviderConfig]:
@@ -273,34 +304,60 @@ class ProviderRegistry:
             ) from None
 
     def provider_for(self, model: str) -> ProviderConfig:
-        provider = self._exact.get(model)
+        provider = self._exact.get(model) or self._routed.get(model)
         if provider is not None:
             return provider
-        for pattern, candidate in self._patterns:
-            if fnmatch.fnmatchcase(model, pattern):
-                return candidate
+        provider = self._route_by_pattern(model)
+        self._routed[model] = provider
+        return provider
+
+    def _route_by_pattern(self, model: str) -> ProviderConfig:
+        matches = [(p, c) for p, c in self._patterns if fnmatch.fnmatchcase(model, p)]
+        if matches:
+            pattern, chosen = matches[0]
+            rivals = [
+                (p, c) for p, c in matches[1:] if _specificity(p) == _specificity(pattern) and c.name != chosen.name
+            ]
+            if rivals:
+                # Two providers' patterns fit equally well: routing by configuration order would
+                # silently send work (and a key) where the user may not expect it.
+                other_pattern, other = rivals[0]
+                raise ConfigError(
+                    f"model {model!r} matches {pattern!r} of {chosen.name!r} and {other_pattern!r} of {other.name!r} "
+                    "equally; list it by its exact name under one provider",
+                    model=model,
+                    providers=[chosen.name, other.name],
+                )
+            return chosen
         known = list(self._exact) + [pattern for pattern, _ in self._patterns]
         raise UnknownModelError(model, known, what="provider registry")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> ProviderRegistry:
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "provider config") -> ProviderRegistry:
         """Build from ``{"providers": {name: {...}}}`` (or a list of provider mappings).
 
         Well-known names (openai, anthropic, gemini) get their protocol, base URL and key
-        variable filled in unless given.
+        variable filled in unless given. A literal ``api_key`` is refused: keys live in the
+        environment (``api_key_env``), so a registry file can be committed and shown in errors.
         """
         if not isinstance(data, Mapping) or "providers" not in data:
-            raise ConfigError("provider config must be a mapping with a 'providers' key")
+            raise ConfigError(f"{source} must be a mapping with a 'providers' key")
         raw = data["providers"]
         if isinstance(raw, Mapping):
             entries = [{"name": name, **(spec or {})} for name, spec in raw.items()]
         elif isinstance(raw, list):
             entries = [dict(spec) for spec in raw]
         else:
-            raise ConfigError("'providers' must be a mapping of name to provider, or a list of providers")
+            raise ConfigError(f"'providers' in {source} must be a mapping of name to provider, or a list of providers")
         providers = []
         for entry in entries:
             name = str(entry.get("name", "?"))
+            if "api_key" in entry:
+                raise ConfigError(
+                    f"provider {name!r} in {source} has an api_key: keys never live in the provider config; "
+                    "put it in the environment variable named by api_key_env instead",
+                    provider=name,
+                )
             merged = {**PRESETS.get(name, {}), **entry}
             try:
                 providers.append(ProviderConfig.model_validate(merged))
@@ -313,16 +370,9 @@ class ProviderRegistry:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ProviderRegistry:
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read provider config {str(path)!r}: {exc.strerror}", path=str(path)) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"provider config {str(path)!r} is not valid YAML: {exc}", path=str(path)) from None
-        return cls.from_mapping(data or {})
+        """From a providers.yaml; errors say where and what, never quoting the file (it may hold a secret)."""
+        data = load_yaml_file(path, "provider config")
+        return cls.from_mapping(data or {}, source=str(path))
 
     @classmethod
     def for_emulator(cls, base_url: str, api_key: str = "emulator", **overrides: Any) -> ProviderRegistry:

@@ -127,3 +127,38 @@ def test_console_entry_point_is_installed():
         check=True,
     )
     assert orjson.loads(out.stdout)["batch_usd"] == "112.50"
+
+
+def _price_file(tmp_path, name: str, content: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_hostile_input_always_exits_2_with_a_message(tmp_path):
+    """A 33-digit token count, /dev/zero, a non-UTF-8 file and absurd rates each exit 2 with a message, promptly."""
+    huge_rates = (
+        b"models:\n  gpt-5.4:\n    provider: openai\n    kind: chat\n"
+        b'    sync: {input: "1e40", output: "1"}\n    batch: {input: "1", output: "1"}\n'
+    )
+    cases = [
+        (["--input-tokens", "1" * 33], "is a digit too many"),
+        (["--prices", "/dev/zero"], "larger than 1,000,000 bytes"),
+        (["--prices", _price_file(tmp_path, "latin1.yaml", b"\xff\xfemodels: {}")], "not UTF-8"),
+        (["--prices", _price_file(tmp_path, "huge.yaml", huge_rates), "--input-tokens", "1000T"], "not a token"),
+        (
+            ["--prices", _price_file(tmp_path, "huge.yaml", huge_rates), "--input-tokens", str(10**15)],
+            "too large to compute",
+        ),
+        (["--prices", _price_file(tmp_path, "broken.yaml", b"models: {a: 'unterminated\n")], "line 1"),
+    ]
+    for extra, message in cases:
+        args = {"--model": "gpt-5.4", "--input-tokens": "1", "--output-tokens": "1"}
+        flags = [*extra]
+        for flag, value in args.items():
+            if flag not in flags:
+                flags += [flag, value]
+        result = run(*flags)
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.output, (extra, result.output)
+        assert "Traceback" not in result.output

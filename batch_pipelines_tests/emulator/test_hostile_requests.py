@@ -78,3 +78,17 @@ def test_a_profile_number_that_is_not_finite_is_refused(value):
     for key in ("batch_completion_seconds", "item_error_rate"):
         with pytest.raises(ConfigError, match=key):
             Profile.from_mapping({key: value})
+
+
+def test_a_profile_file_that_is_not_a_small_text_file_is_refused(tmp_path):
+    """A 2 MB or a non-UTF-8 --profile file is a ConfigError naming the problem, not a hang or a traceback."""
+    from batch_pipelines.emulator.profile import load_profile
+
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"#" * 2_000_000)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_profile(huge)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"seed: \xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_profile(binary)

@@ -208,3 +208,89 @@ def test_unknown_provider_name_lists_the_configured_ones():
     """get() on a provider that is not configured names those that are."""
     with pytest.raises(ConfigError, match="configured providers are openai"):
         registry(openai={"models": ["m"]}).get("azure")
+
+
+def test_a_yaml_error_on_a_key_line_never_echoes_the_key(tmp_path):
+    """An unterminated quote on an api_key line: the error names line and column, never the line's text."""
+    path = tmp_path / "providers.yaml"
+    path.write_text(f'providers:\n  openai:\n    models: ["gpt-*"]\n    api_key: "{SECRET}\n')
+    with pytest.raises(ConfigError) as caught:
+        ProviderRegistry.from_yaml(path)
+    assert "not valid YAML" in caught.value.message and "line 4" in caught.value.message
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value.details)
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+def test_a_literal_api_key_in_the_provider_file_is_refused_without_echoing_it(tmp_path):
+    """Keys never live in providers.yaml: an api_key there is refused, pointing to api_key_env, not repeated."""
+    path = tmp_path / "providers.yaml"
+    path.write_text(f'providers:\n  openai:\n    models: ["gpt-*"]\n    api_key: "{SECRET}"\n')
+    with pytest.raises(ConfigError, match="api_key_env") as caught:
+        ProviderRegistry.from_yaml(path)
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value.details)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"base_url": f"https://user:{SECRET}@gateway.test/v1"},
+        {"extra_headers": {"Authorization": f"Bearer {SECRET}"}},
+        {"extra_headers": {"x-api-key": SECRET}},
+    ],
+)
+def test_credentials_in_a_url_or_extra_headers_are_refused_without_echoing_them(spec):
+    """A password in base_url or an auth header in extra_headers is refused; the error does not repeat it."""
+    with pytest.raises(ConfigError) as caught:
+        registry(gw={"protocol": "openai", "base_url": "https://gateway.test/v1", "api_key_env": "K", **spec})
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value.details)
+
+
+def test_extra_headers_reach_every_request_beside_the_auth_header():
+    """extra_headers (e.g. an aggregator's attribution headers) are sent with the provider's own auth."""
+    from batch_pipelines.providers.http import auth_headers
+
+    provider = ProviderConfig(
+        name="gw",
+        protocol="openai",
+        base_url="https://gateway.test/v1",
+        api_key_env="K",
+        api_key="sk-x",
+        extra_headers={"HTTP-Referer": "https://example.com", "X-Title": "batch"},
+    )
+    headers = auth_headers(provider)
+    assert headers["Authorization"] == "Bearer sk-x" and headers["X-Title"] == "batch"
+
+
+def test_the_same_pattern_under_two_providers_is_refused():
+    """'gpt-*' listed by two providers would route by configuration order: refused, naming both."""
+    with pytest.raises(ConfigError, match="'gpt-\\*' is listed by both 'openai' and 'aggregator'"):
+        registry(
+            openai={"models": ["gpt-*"]},
+            aggregator={
+                "protocol": "openai",
+                "base_url": "https://agg.test/v1",
+                "api_key_env": "A",
+                "models": ["gpt-*"],
+            },
+        )
+
+
+def test_equally_specific_patterns_that_both_match_are_refused_for_that_model():
+    """'gpt-*' and '*-mini' both fit 'gpt-5-mini' equally well: routing it is refused, naming both providers."""
+    reg = registry(
+        openai={"models": ["gpt-*"]},
+        minis={"protocol": "openai", "base_url": "https://m.test/v1", "api_key_env": "M", "models": ["*mini"]},
+    )
+    assert reg.provider_for("gpt-5").name == "openai"
+    with pytest.raises(ConfigError, match="'openai'.*'minis'|'minis'.*'openai'"):
+        reg.provider_for("gpt-mini")
+
+
+def test_a_huge_or_binary_provider_file_is_refused_promptly(tmp_path):
+    """/dev/zero and a non-UTF-8 file are ConfigErrors naming the problem, not a hang or a UnicodeDecodeError."""
+    with pytest.raises(ConfigError, match="larger than"):
+        ProviderRegistry.from_yaml("/dev/zero")
+    binary = tmp_path / "providers.yaml"
+    binary.write_bytes(b"\xff\xfe\x00providers")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        ProviderRegistry.from_yaml(binary)
