@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from batch_pipelines.core.flush import FlushPolicy, WaitingGroup, flush_due, plan_flush
 from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
@@ -58,6 +59,8 @@ class CollectReport:
     collected: list[str] = field(default_factory=list)  # flushes whose every call is now terminal
     waiting: list[str] = field(default_factory=list)  # flushes with a batch still running
     retried: int = 0
+    # flush id -> answers a cancelled batch still delivered for promoted calls (paid twice, shown)
+    paid_twice_usd: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,8 +83,12 @@ class DeferredFlusher:
         *,
         flush_policy: FlushPolicy = FlushPolicy(),
         worker: str | None = None,
+        crash_hook: Callable[[str], None] | None = None,
     ) -> None:
         self.gateway = gateway
+        # Called with "claimed" (calls taken, nothing sent) and "sent" (batch created, flush not yet
+        # marked), so the crash-safety tests can stop a flusher at exactly those points.
+        self._crash_hook = crash_hook or (lambda step: None)
         self.buffer = buffer
         self.flush_policy = flush_policy
         self.worker = worker or default_worker_id()
@@ -168,12 +175,14 @@ class DeferredFlusher:
         return None
 
     def _send(self, flush: FlushRow) -> None:
+        self._crash_hook("claimed")
         requests = self.requests_for(flush.flush_id)
         if flush.lane is Lane.BATCH:
             self.gateway.submit(DEFERRED_JOB, flush.flush_id, requests)
         elif not self.gateway.ledger.item_counts(DEFERRED_JOB, flush.flush_id):
             self.gateway.run_on_sync(DEFERRED_JOB, flush.flush_id, requests, keep_responses=self.buffer.keep_responses)
         # else: a sync run a dead flusher began; ``collect`` finishes what it left (never runs twice)
+        self._crash_hook("sent")
         self.buffer.mark_submitted(flush.flush_id, worker=self.worker)
 
     def requests_for(self, flush_id: str, call_ids: Sequence[str] | None = None) -> list[LLMRequest]:
@@ -219,6 +228,7 @@ class DeferredFlusher:
                 keep_responses=self.buffer.keep_responses,
             )
             report.retried += result.retried_on_sync + result.resubmitted
+            report.paid_twice_usd[flush.flush_id] = result.paid_twice_usd
             if result.complete and self.buffer.mark_collected(flush.flush_id):
                 report.collected.append(flush.flush_id)
             elif not result.complete:
