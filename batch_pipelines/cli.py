@@ -158,6 +158,10 @@ from batch_pipelines.emulator.cli import emulator_command  # noqa: E402
 
 main.add_command(emulator_command, "emulator")
 
+from batch_pipelines.router_cli import deferred_command  # noqa: E402
+
+main.add_command(deferred_command, "deferred")
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
