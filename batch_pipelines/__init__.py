@@ -1,7 +1,18 @@
 """batch_pipelines: run LLM work in Dagster on the cheapest lane that still meets its deadline.
 
-The public surface is what ``__all__`` lists; everything else may change.
+This module is the one public surface: what ``__all__`` lists is supported, everything else may
+change. It holds the Dagster API (the gateway resource, the workload factory, its checks and
+failures), the call-site router, and the core values (requests, usage, outcomes, prices, errors).
+
+The Dagster and router names are loaded on first use (PEP 562 ``__getattr__``), so importing a
+core value, or running the emulator or the ``cost`` command, imports neither Dagster nor the
+ledger's SQLAlchemy stack.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from batch_pipelines.core.batches import BatchError, BatchInfo
 from batch_pipelines.core.errors import (
@@ -20,18 +31,85 @@ from batch_pipelines.core.pricing import CostBreakdown, Discounts, ModelPrice, P
 from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
 from batch_pipelines.core.status import TERMINAL_STATUSES, BatchStatus
 from batch_pipelines.core.usage import Usage
-from batch_pipelines.services.router import CallResult, DeferredCall, Router
+
+if TYPE_CHECKING:
+    from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
+    from batch_pipelines.dagster_layer.errors import (
+        BatchPipelinesFailure,
+        BudgetExceeded,
+        ConfigurationFailure,
+        InvalidPartitionInput,
+        LedgerFailure,
+        ProviderFailure,
+    )
+    from batch_pipelines.dagster_layer.factory import BatchWorkloadDefinitions, batch_workload
+    from batch_pipelines.dagster_layer.resources import BatchGatewayResource, LanePolicyConfig
+    from batch_pipelines.dagster_layer.workload import BatchWorkload, InvalidOutput
+    from batch_pipelines.services.router import CallResult, DeferredCall, Router
+
+# Public name -> the module that defines it, imported on first use.
+_LAZY_NAMES = {
+    "CallResult": "batch_pipelines.services.router",
+    "DeferredCall": "batch_pipelines.services.router",
+    "Router": "batch_pipelines.services.router",
+    "BatchGatewayResource": "batch_pipelines.dagster_layer.resources",
+    "LanePolicyConfig": "batch_pipelines.dagster_layer.resources",
+    "BatchWorkload": "batch_pipelines.dagster_layer.workload",
+    "InvalidOutput": "batch_pipelines.dagster_layer.workload",
+    "BatchWorkloadDefinitions": "batch_pipelines.dagster_layer.factory",
+    "batch_workload": "batch_pipelines.dagster_layer.factory",
+    "cost_budget_check": "batch_pipelines.dagster_layer.checks",
+    "success_rate_check": "batch_pipelines.dagster_layer.checks",
+    "BatchPipelinesFailure": "batch_pipelines.dagster_layer.errors",
+    "BudgetExceeded": "batch_pipelines.dagster_layer.errors",
+    "ConfigurationFailure": "batch_pipelines.dagster_layer.errors",
+    "InvalidPartitionInput": "batch_pipelines.dagster_layer.errors",
+    "LedgerFailure": "batch_pipelines.dagster_layer.errors",
+    "ProviderFailure": "batch_pipelines.dagster_layer.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batch_pipelines' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES})
+
 
 __all__ = [
+    # Dagster API
+    "BatchGatewayResource",
+    "BatchPipelinesFailure",
+    "BatchWorkload",
+    "BatchWorkloadDefinitions",
+    "BudgetExceeded",
+    "ConfigurationFailure",
+    "InvalidOutput",
+    "InvalidPartitionInput",
+    "LanePolicyConfig",
+    "LedgerFailure",
+    "ProviderFailure",
+    "batch_workload",
+    "cost_budget_check",
+    "success_rate_check",
+    # Call-site router (plain Python, no Dagster)
+    "CallResult",
+    "DeferredCall",
+    "Router",
+    # Core values and errors
     "BatchError",
     "BatchInfo",
     "BatchPipelinesError",
     "BatchStatus",
     "BudgetExceededError",
-    "CallResult",
     "ConfigError",
     "CostBreakdown",
-    "DeferredCall",
     "Discounts",
     "Endpoint",
     "InvalidInputError",
@@ -46,7 +124,6 @@ __all__ = [
     "ProviderError",
     "QueueFullError",
     "Rates",
-    "Router",
     "TERMINAL_STATUSES",
     "UnknownModelError",
     "Usage",

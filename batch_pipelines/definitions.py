@@ -1,13 +1,19 @@
 """Everything, wired: the four workloads, their sensors and checks, a nightly schedule, the resource.
 
-Load it with ``dagster dev -w workspace.yaml`` (``make dev``) or ``dagster dev -m batch_pipelines.definitions``.
-By default every model is served by the bundled emulator; see the README to point at real vendors.
+This is the project's own code location and it runs on the bundled emulator, named explicitly:
+the resource reads the emulator's URL from $BATCH_PIPELINES_EMULATOR_URL when a run starts.
+``make dev`` (``batch-pipelines dev``) starts the emulator and sets it; with
+``dagster dev -m batch_pipelines.definitions`` set it yourself (e.g. to http://127.0.0.1:8765 after
+``make emulator``). Your own code location points the resource at real vendors with a providers
+file instead (README: "Configure a real provider").
 """
 
 import dagster as dg
 
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.workloads import classification, embedding_backfill, evals, nightly_reports
+
+EMULATOR_URL_ENV = "BATCH_PIPELINES_EMULATOR_URL"
 
 WORKLOADS = (nightly_reports.defs, classification.defs, embedding_backfill.defs, evals.defs)
 
@@ -40,7 +46,7 @@ def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Defini
         sensors=[sensor for w in WORKLOADS for sensor in w.sensors],
         jobs=[nightly_submit_job],
         schedules=[nightly_schedule],
-        resources={"batch_gateway": resource or BatchGatewayResource()},
+        resources={"batch_gateway": resource or BatchGatewayResource(emulator_url=dg.EnvVar(EMULATOR_URL_ENV))},
     )
 
 

@@ -11,12 +11,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field, PrivateAttr, SecretStr
+from pydantic import Field, PrivateAttr
 
+from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.core.lanes import LanePolicy
-from batch_pipelines.providers.config import ProviderRegistry
+from batch_pipelines.dagster_layer.errors import failure_for
 from batch_pipelines.services.gateway import Gateway
-from batch_pipelines.services.gateway_config import EMULATOR_URL_ENV, build_gateway, registry_from
+from batch_pipelines.services.gateway_config import build_gateway, registry_from
 from batch_pipelines.services.router import Router
 
 
@@ -59,21 +60,15 @@ class BatchGatewayResource(dg.ConfigurableResource):  # type: ignore[type-arg]  
 
     providers_file: str | None = Field(
         default=None,
-        description="YAML provider registry (models -> providers, base URLs, key variables, caps, rate limits). "
-        "When unset, every model is served by the local emulator at emulator_url.",
+        description="YAML provider registry for real vendors (models -> providers, base URLs, caps, rate limits). "
+        "Each provider's key is read from the environment variable named by its api_key_env "
+        "(default: the provider's name in capitals + _API_KEY, e.g. OPENAI_API_KEY). "
+        "Set this or emulator_url, not both.",
     )
     emulator_url: str | None = Field(
         default=None,
-        description=f"Base URL of the bundled emulator (default: ${EMULATOR_URL_ENV}, else http://127.0.0.1:8765).",
-    )
-    openai_api_key: str | None = Field(
-        default=None,
-        description="Key of the provider named 'openai'; set it with dagster.EnvVar('OPENAI_API_KEY'). "
-        "Overrides that provider's api_key_env. Other providers read their own api_key_env.",
-    )
-    anthropic_api_key: str | None = Field(
-        default=None,
-        description="Key of the provider named 'anthropic'; set it with dagster.EnvVar('ANTHROPIC_API_KEY').",
+        description="Base URL of the bundled emulator (e.g. http://127.0.0.1:8765): every model is served by it, "
+        "no key needed. Set this or providers_file, not both.",
     )
     ledger_url: str | None = Field(
         default=None,
@@ -99,7 +94,7 @@ class BatchGatewayResource(dg.ConfigurableResource):  # type: ignore[type-arg]  
 
     def build_gateway(self) -> Gateway:
         return build_gateway(
-            registry=self._registry(),
+            registry=registry_from(self.providers_file, self.emulator_url),
             ledger_url=self.ledger_url,
             price_book_path=self.price_book_path,
             results_dir=self.results_dir,
@@ -111,12 +106,11 @@ class BatchGatewayResource(dg.ConfigurableResource):  # type: ignore[type-arg]  
         """A call-site router over this resource's providers, ledger and price book (see ``Router``)."""
         return Router(self.gateway)
 
-    def _registry(self) -> ProviderRegistry:
-        registry = registry_from(self.providers_file, self.emulator_url)
-        return _with_api_keys(registry, {"openai": self.openai_api_key, "anthropic": self.anthropic_api_key})
-
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._gateway = self.build_gateway()
+        try:
+            self._gateway = self.build_gateway()
+        except BatchPipelinesError as exc:
+            raise failure_for(exc) from None
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._gateway is not None:
@@ -132,16 +126,3 @@ class BatchGatewayResource(dg.ConfigurableResource):  # type: ignore[type-arg]  
         if self._gateway is None:  # used outside a run (e.g. a script): build lazily
             self._gateway = self.build_gateway()
         return self._gateway
-
-
-def _with_api_keys(registry: ProviderRegistry, keys_by_provider: dict[str, str | None]) -> ProviderRegistry:
-    """The registry with the resource's keys (from dagster.EnvVar) set on the providers they belong to.
-
-    Matched by provider name, never by protocol: an OpenAI key must not reach Gemini or an
-    aggregator just because they speak the OpenAI protocol.
-    """
-    providers = []
-    for provider in registry.providers:
-        key = keys_by_provider.get(provider.name)
-        providers.append(provider.model_copy(update={"api_key": SecretStr(key)}) if key else provider)
-    return ProviderRegistry(providers)

@@ -73,6 +73,16 @@ def _token_count(value: Any) -> Any:
     return parse_token_count(value) if isinstance(value, str) else value
 
 
+def key_env_for(provider_name: str) -> str:
+    """The environment variable a provider's key is read from unless ``api_key_env`` names another.
+
+    ``openai`` -> ``OPENAI_API_KEY``, ``my-vllm`` -> ``MY_VLLM_API_KEY``: capitals, anything but a
+    letter or digit becomes ``_``.
+    """
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", provider_name).strip("_").upper() or "PROVIDER"
+    return f"{'_' + stem if stem[0].isdigit() else stem}_API_KEY"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -162,7 +172,8 @@ class ProviderConfig(_Model):
     protocol: Protocol
     base_url: str
     api_key_env: str = Field(min_length=1)
-    """Name of the environment variable holding the key; read when a client is built."""
+    """Name of the environment variable holding the key, read when a client is built. The one way a
+    key comes in; default: the provider's name in capitals plus ``_API_KEY`` (``key_env_for``)."""
     api_key: SecretStr | None = Field(default=None, repr=False)
     """An explicit key (the emulator's, or one a resource already resolved); never logged."""
     models: list[str] = Field(default_factory=list)
@@ -207,6 +218,13 @@ class ProviderConfig(_Model):
 
     @model_validator(mode="before")
     @classmethod
+    def _default_key_env(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and not data.get("api_key_env") and isinstance(data.get("name"), str):
+            return {**data, "api_key_env": key_env_for(data["name"])}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _default_caps(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("caps") is None:
             protocol = data.get("protocol")
@@ -235,14 +253,11 @@ class ProviderConfig(_Model):
 
 
 # Defaults filled in for well-known provider names, so a config can say just `openai: {models: [...]}`.
+# Their keys follow the naming rule like any provider's: OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY.
 PRESETS: dict[str, dict[str, str]] = {
-    "openai": {"protocol": "openai", "base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY"},
-    "anthropic": {"protocol": "anthropic", "base_url": "https://api.anthropic.com", "api_key_env": "ANTHROPIC_API_KEY"},
-    "gemini": {
-        "protocol": "openai",
-        "base_url": "https://generativelanguage.googleapis.com/v1beta/openai",
-        "api_key_env": "GEMINI_API_KEY",
-    },
+    "openai": {"protocol": "openai", "base_url": "https://api.openai.com/v1"},
+    "anthropic": {"protocol": "anthropic", "base_url": "https://api.anthropic.com"},
+    "gemini": {"protocol": "openai", "base_url": "https://generativelanguage.googleapis.com/v1beta/openai"},
 }
 
 

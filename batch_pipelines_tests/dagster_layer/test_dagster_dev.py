@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from batch_pipelines.dagster_layer.factory import SENSOR_INTERVAL_ENV
-from batch_pipelines.dagster_layer.resources import EMULATOR_URL_ENV
+from batch_pipelines.definitions import EMULATOR_URL_ENV
 from batch_pipelines.dev import dagster_dev_command, group_alive, start_process_group, stop_process_group
 from batch_pipelines.emulator.testing import run_emulator
 

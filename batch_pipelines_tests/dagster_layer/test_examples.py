@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from batch_pipelines.dagster_layer.resources import BatchGatewayResource
+from batch_pipelines import BatchGatewayResource, ConfigError
 from batch_pipelines.providers.config import ProviderRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,27 +28,28 @@ def test_example_provider_registry_routes_every_family(monkeypatch):
     assert routes["deepseek-v3.2"].resolve_api_key() == "sk-test"
 
 
-def test_resource_keys_come_from_env_vars_and_never_show(monkeypatch, tmp_path):
-    """Keys given with dagster.EnvVar reach their own provider only, and stay out of reprs."""
+def test_resource_keys_come_from_each_providers_variable_and_never_show(monkeypatch, tmp_path):
+    """Each provider of examples/providers.yaml reads its own variable only, and keys stay out of reprs."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-SECRET")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-SECRET")
+    monkeypatch.setenv("AGGREGATOR_API_KEY", "sk-agg-SECRET")
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     resource = BatchGatewayResource(
         providers_file=str(ROOT / "examples" / "providers.yaml"),
-        openai_api_key=dg.EnvVar("OPENAI_API_KEY"),
-        anthropic_api_key=dg.EnvVar("ANTHROPIC_API_KEY"),
         ledger_url=f"sqlite:///{tmp_path / 'l.sqlite'}",
         results_dir=str(tmp_path / "r"),
         work_dir=str(tmp_path / "w"),
     )
-    with dg.build_resources({"batch_gateway": resource}) as resources:  # resolves EnvVar as a run does
-        gateway = resources.batch_gateway.gateway
-        openai = gateway.registry.get("openai")
-        assert openai.resolve_api_key() == "sk-openai-SECRET"
-        assert gateway.registry.get("anthropic").resolve_api_key() == "sk-ant-SECRET"
-        # Same protocol, other vendors: they keep their own variables, never the OpenAI key.
-        assert gateway.registry.get("deepseek-via-aggregator").api_key is None
-        assert gateway.registry.get("gemini").api_key is None
-        assert "SECRET" not in repr(openai) and "SECRET" not in str(gateway.registry.providers)
+    with dg.build_resources({"batch_gateway": resource}) as resources:
+        registry = resources.batch_gateway.gateway.registry
+        assert registry.get("openai").resolve_api_key() == "sk-openai-SECRET"
+        assert registry.get("anthropic").resolve_api_key() == "sk-ant-SECRET"
+        # Same protocol, other vendors: their own variables, never the OpenAI key.
+        assert registry.get("deepseek-via-aggregator").resolve_api_key() == "sk-agg-SECRET"
+        with pytest.raises(ConfigError, match="GEMINI_API_KEY"):
+            registry.get("gemini").resolve_api_key()
+        assert all(provider.api_key is None for provider in registry.providers)
+        assert "SECRET" not in str(registry.providers)
 
 
 def test_readme_workload_example_loads():
