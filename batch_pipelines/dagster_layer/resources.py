@@ -119,7 +119,7 @@ class BatchGatewayResource(dg.ConfigurableResource):  # type: ignore[type-arg]  
 
     def results_path(self, job: str, partition: str) -> Path:
         """Where the results asset of ``job`` wrote ``partition``'s table."""
-        return self.gateway.results_dir / job / f"{partition}.parquet"
+        return self.gateway.results_path(job, partition)
 
     @property
     def gateway(self) -> Gateway:

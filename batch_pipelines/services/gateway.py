@@ -159,6 +159,10 @@ class Gateway:
         )
 
     # -- routing -------------------------------------------------------------------------
+    def results_path(self, job: str, partition: str) -> Path:
+        """Where ``partition``'s result table is written (names escaped into safe file names)."""
+        return self._dirs.table(PartitionWork(job, partition))
+
     def client_for_model(self, model: str) -> ProviderClient:
         return self._router.client_for_model(model)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batch_pipelines.core.file_names import safe_file_name
 from batch_pipelines.core.outcomes import ItemOutcome
 from batch_pipelines.core.requests import LLMRequest
 
@@ -47,24 +48,34 @@ class PartitionWork:
 
 @dataclass(frozen=True, slots=True)
 class WorkDirs:
-    """Where a partition's files live: scratch (shards, downloads) and results (attempts, table)."""
+    """Where a partition's files live: scratch (shards, downloads) and results (attempts, table).
+
+    Job names, partition keys and vendor batch ids come from outside (Dagster accepts a dynamic
+    partition key such as ``../escape``; a vendor picks its ids), so each becomes one path
+    component through ``safe_file_name`` and nothing can be written outside these two folders.
+    """
 
     work_dir: Path
     results_dir: Path
 
     def submit(self, work: PartitionWork) -> Path:
         """The first submission's scratch directory (its shards)."""
-        return self.work_dir / work.job / work.partition
+        return self.work_dir / safe_file_name(work.job) / safe_file_name(work.partition)
 
     def retry_round(self, work: PartitionWork, round_no: int) -> Path:
         """A retry round's own scratch directory, so its shards never meet the first submission's."""
         return self.submit(work) / f"round-{round_no}"
 
     def downloads(self, work: PartitionWork, vendor_batch_id: str) -> Path:
-        return self.work_dir / work.job / work.partition / "downloads" / vendor_batch_id
+        return self.submit(work) / "downloads" / safe_file_name(vendor_batch_id)
 
     def attempts(self, work: PartitionWork) -> Path:
-        return self.results_dir / work.job / work.partition / "attempts"
+        return self.results_dir / safe_file_name(work.job) / safe_file_name(work.partition) / "attempts"
+
+    def attempt_file(self, work: PartitionWork, batch_key: str) -> Path:
+        """One attempt's Parquet file (a batch id or a sync run's key)."""
+        return self.attempts(work) / f"{safe_file_name(batch_key)}.parquet"
 
     def table(self, work: PartitionWork) -> Path:
-        return self.results_dir / work.job / f"{work.partition}.parquet"
+        """The partition's result table: ``<results_dir>/<job>/<partition>.parquet``, both names escaped."""
+        return self.results_dir / safe_file_name(work.job) / f"{safe_file_name(work.partition)}.parquet"

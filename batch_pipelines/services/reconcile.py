@@ -164,6 +164,6 @@ class Reconciler:
         billed = reported(info) if reported is not None else None
         if billed is not None:
             outcomes = charge_unreadable_lines(outcomes, billed)
-        attempt_file = self.dirs.attempts(work) / f"{row.vendor_batch_id}.parquet"
+        attempt_file = self.dirs.attempt_file(work, row.vendor_batch_id)
         with AttemptTableWriter(attempt_file, work.hooks.vector_column) as writer:
             self.recorder.record(work, row.vendor_batch_id, outcomes, Lane.BATCH, writer, model)

@@ -56,7 +56,7 @@ class SyncRunner:
         by_model: dict[str, list[LLMRequest]] = defaultdict(list)
         for request in requests:
             by_model[request.model].append(request)
-        with AttemptTableWriter(self.dirs.attempts(work) / f"{batch_key}.parquet", work.hooks.vector_column) as writer:
+        with AttemptTableWriter(self.dirs.attempt_file(work, batch_key), work.hooks.vector_column) as writer:
             # One event loop for the whole run (the lanes' async pools live on it); each model's
             # share is recorded as soon as it is answered, so a crash later keeps what was paid for.
             asyncio.run(self._run_shares(work, batch_key, by_model, writer))
