@@ -11,9 +11,8 @@ file instead (README: "Configure a real provider").
 import dagster as dg
 
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
+from batch_pipelines.emulator import EMULATOR_URL_ENV
 from batch_pipelines.workloads import classification, embedding_backfill, evals, nightly_reports
-
-EMULATOR_URL_ENV = "BATCH_PIPELINES_EMULATOR_URL"
 
 WORKLOADS = (nightly_reports.defs, classification.defs, embedding_backfill.defs, evals.defs)
 

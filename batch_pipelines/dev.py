@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from batch_pipelines.definitions import EMULATOR_URL_ENV
+from batch_pipelines.emulator import EMULATOR_URL_ENV
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 EMULATOR_READY_SECONDS = 30.0

@@ -2,7 +2,7 @@
 
 For cron users, tests and operations outside Dagster: the same flush, collection and deadline
 watch the Dagster sensors run, against the ledger and providers named by ``--ledger`` and
-``--providers`` (the emulator at $BATCH_PIPELINES_EMULATOR_URL when no providers file is given).
+``--providers`` or ``--emulator`` (one of them, named: there is no default provider).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.core.flush import FlushPolicy, flush_due
 from batch_pipelines.core.lanes import human_duration
 from batch_pipelines.core.requests import Lane
+from batch_pipelines.emulator import EMULATOR_URL_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,7 +28,9 @@ def router_options(command: F) -> F:
     """The options every router command shares: where the providers, the ledger and the prices are."""
     options = [
         click.option("--providers", "providers_file", type=click.Path(dir_okay=False), default=None,
-                     help="Provider registry YAML (default: the emulator at $BATCH_PIPELINES_EMULATOR_URL)."),
+                     help="Provider registry YAML (real vendors). Give this or --emulator."),
+        click.option("--emulator", "emulator_url", envvar=EMULATOR_URL_ENV, default=None,
+                     help=f"Base URL of the bundled emulator (or ${EMULATOR_URL_ENV}). Give this or --providers."),
         click.option("--ledger", "ledger_url", default=None,
                      help="Ledger URL (default: the SQLite file under $DAGSTER_HOME/batch_pipelines_data)."),
         click.option("--prices", "price_book_path", type=click.Path(dir_okay=False), default=None,
@@ -48,6 +51,7 @@ def _router(options: dict[str, Any]) -> Any:
     policy = FlushPolicy(max_calls=options["max_calls"], max_age=timedelta(minutes=options["max_age_minutes"]))
     return Router.from_config(
         providers_file=options["providers_file"],
+        emulator_url=options["emulator_url"],
         ledger_url=options["ledger_url"],
         price_book_path=options["price_book_path"],
         flush_policy=policy,

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from batch_pipelines.dagster_layer.factory import SENSOR_INTERVAL_ENV
-from batch_pipelines.definitions import EMULATOR_URL_ENV
 from batch_pipelines.dev import dagster_dev_command, group_alive, start_process_group, stop_process_group
+from batch_pipelines.emulator import EMULATOR_URL_ENV
 from batch_pipelines.emulator.testing import run_emulator
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]

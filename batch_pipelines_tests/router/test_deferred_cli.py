@@ -47,3 +47,12 @@ def test_a_bad_ledger_url_is_a_clear_error(emu, tmp_path):
     result = _run(emu, "mysql://x@y/z", "status")
     assert result.exit_code == 1
     assert "SQLite and PostgreSQL" in result.output and "Traceback" not in result.output
+
+
+def test_no_provider_named_is_a_clear_error(tmp_path, monkeypatch):
+    """Without --providers or --emulator (nor its variable) the command exits naming both, sending nothing."""
+    monkeypatch.delenv("BATCH_PIPELINES_EMULATOR_URL", raising=False)
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    result = CliRunner().invoke(main, ["deferred", "status", "--ledger", ledger_url])
+    assert result.exit_code == 1
+    assert "providers_file" in result.output and "emulator_url" in result.output and "Traceback" not in result.output
