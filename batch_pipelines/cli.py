@@ -4,57 +4,15 @@ from __future__ import annotations
 
 import sys
 from decimal import ROUND_HALF_UP, Decimal, DecimalException
-from typing import Any
 
 import click
 import orjson
 
+from batch_pipelines.cli_params import CENT, Fraction, TokenCount, exact, money
 from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.core.pricing import CostBreakdown, Discounts, PriceBook
-from batch_pipelines.core.quantities import parse_fraction, parse_token_count
 from batch_pipelines.core.requests import Lane
 from batch_pipelines.core.usage import Usage
-
-CENT = Decimal("0.01")
-
-
-def exact(value: Decimal) -> str:
-    """An exact decimal string with at least cents: 112.5 -> '112.50', 0.000000375 stays whole."""
-    value = value.normalize()
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > -2:
-        value = value.quantize(CENT)
-    return format(value, "f")
-
-
-def money(value: Decimal) -> str:
-    """Display rounding only: the engine keeps exact decimals."""
-    return f"${value.quantize(CENT, rounding=ROUND_HALF_UP):,}"
-
-
-class TokenCount(click.ParamType[int]):
-    name = "tokens"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_token_count(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class Fraction(click.ParamType[Decimal]):
-    name = "fraction"
-
-    def __init__(self, upper_exclusive: Decimal | None = Decimal(1)) -> None:
-        self.upper_exclusive = upper_exclusive
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Decimal:
-        try:
-            return parse_fraction(value, name=param.name if param else "value", upper_exclusive=self.upper_exclusive)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 @click.group()
@@ -161,6 +119,10 @@ main.add_command(emulator_command, "emulator")
 from batch_pipelines.router_cli import deferred_command  # noqa: E402
 
 main.add_command(deferred_command, "deferred")
+
+from batch_pipelines.cli_advise import advise_command  # noqa: E402
+
+main.add_command(advise_command, "advise")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 _SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
@@ -41,3 +42,22 @@ def parse_fraction(text: str, *, name: str, upper_exclusive: Decimal | None = De
         bound = f"[0, {upper_exclusive})" if upper_exclusive is not None else "[0, ∞)"
         raise ValueError(f"{name} must be in {bound}, got {text}")
     return value
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|min|m|s)", re.IGNORECASE)
+_DURATION_UNITS = {"d": 86_400, "h": 3_600, "min": 60, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'2h' -> 2 hours, '1h30m' -> 90 minutes, '45s', '1.5d'; a bare number is seconds; zero is refused."""
+    raw = str(text).strip().replace(" ", "")
+    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+        seconds = float(raw)
+    else:
+        parts = _DURATION_PART.findall(raw)
+        if not parts or "".join(n + u for n, u in parts).lower() != raw.lower():
+            raise ValueError(f"{text!r} is not a duration (e.g. 90s, 45m, 2h, 1h30m, 1d)")
+        seconds = sum(float(number) * _DURATION_UNITS[unit.lower()] for number, unit in parts)
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {text!r}")
+    return timedelta(seconds=seconds)
