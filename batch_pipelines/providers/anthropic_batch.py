@@ -24,7 +24,7 @@ from batch_pipelines.core.status import anthropic_status
 from batch_pipelines.providers.batch_lane import (
     DEFAULT_MAX_PAGES,
     ONE_SHOT,
-    BatchLaneBase,
+    BatchLane,
     ResultFiles,
     epoch_to_datetime,
     require_dict,
@@ -93,15 +93,11 @@ def _request_stream(path: Path) -> Iterator[bytes]:
     yield _CLOSE
 
 
-class AnthropicBatchLane(BatchLaneBase):
+class AnthropicBatchLane(BatchLane):
     protocol = "anthropic"
     uses_files = False
 
     # -- submit ------------------------------------------------------------------------------
-    def upload(self, shard: Shard, *, intent_key: str) -> str | None:
-        """Nothing to upload: requests travel inline with ``create``."""
-        return None
-
     def create(
         self,
         shard: Shard,
@@ -139,10 +135,6 @@ class AnthropicBatchLane(BatchLaneBase):
             retry_after=parse_retry_after(response.headers),
         )
 
-    def find_by_intent(self, intent_key: str, **_: Any) -> BatchInfo | None:
-        """Message batches carry no metadata: the ledger is the only record of intents."""
-        return None
-
     def find_unrecorded(
         self, *, created_after: datetime, request_count: int, known_ids: Iterable[str] = ()
     ) -> list[BatchInfo]:
@@ -153,12 +145,6 @@ class AnthropicBatchLane(BatchLaneBase):
             for info in self.iter_batches(created_after=created_after)
             if info.total == request_count and info.vendor_batch_id not in known
         ]
-
-    def find_orphan_uploads(self, intent_key: str, *, keep: str | None = None) -> list[str]:
-        return []
-
-    def delete_file(self, file_id: str) -> None:
-        return None
 
     def iter_batches(
         self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES

@@ -1,4 +1,10 @@
-"""What both batch lanes share: sending with the retry policy, resumable downloads, result files.
+"""The batch lane contract (``BatchLane``) and what every protocol's lane shares.
+
+``BatchLane`` declares every call the services make on a batch lane: the abstract methods each
+protocol must write, and explicit defaults for the capabilities only some vendors have (an
+upload step, batch metadata to find an intent by, a way to find unrecorded batches, the
+batch's own usage totals). The shared part: sending with the retry policy, paging a vendor's
+batch list, resumable downloads, reading result files.
 
 A download streams to ``<name>.part`` in chunks; when the stream breaks part-way it asks for
 the rest with ``Range: bytes=N-`` (or starts over if the server ignores the range), bounded
@@ -9,19 +15,22 @@ from __future__ import annotations
 
 import os
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import httpx
 
 from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError
 from batch_pipelines.core.outcomes import ItemOutcome
-from batch_pipelines.providers.config import ProviderConfig
+from batch_pipelines.core.sharding import Shard
+from batch_pipelines.core.usage import Usage
+from batch_pipelines.providers.config import Protocol, ProviderConfig
 from batch_pipelines.providers.http import shown_url
 from batch_pipelines.providers.results_parsing import ParseReport, iter_outcomes
 from batch_pipelines.providers.retry import RetryPolicy, send_with_retry
@@ -38,7 +47,7 @@ ROUTE_MISSING = frozenset({404, 405, 501})
 class ResultFiles:
     """A batch's result files on disk, in reading order (answers before errors)."""
 
-    protocol: Literal["openai", "anthropic"]
+    protocol: Protocol
     output: Path | None = None
     errors: Path | None = None
 
@@ -72,12 +81,15 @@ DEFAULT_MAX_PAGES = 50
 PAGE_LIMIT = 100
 
 
-class BatchLaneBase:
-    """Constructor shape shared with ``providers/client.py``: ``(config, http, retry, sleep, clock)``."""
+class BatchLane(ABC):
+    """A provider's batch lane: submit, watch and collect batches over one shared HTTP client.
 
-    protocol: Literal["openai", "anthropic"]
-    uses_files: bool = False
-    """Whether the protocol uploads an input file before creating the batch."""
+    Every lane is built as ``(config, http, retry, sleep, clock)`` (see ``providers/lanes.py``).
+    """
+
+    protocol: ClassVar[Protocol]
+    uses_files: ClassVar[bool] = False
+    """Whether the protocol uploads an input file (``upload``) before creating the batch."""
 
     def __init__(
         self,
@@ -97,16 +109,69 @@ class BatchLaneBase:
     def provider(self) -> str:
         return self.config.name
 
-    # -- watch: each protocol lists and reads its batches its own way -------------------------
+    # -- the contract: what every protocol writes ------------------------------------------------
+    @abstractmethod
+    def create(
+        self,
+        shard: Shard,
+        *,
+        intent_key: str,
+        fingerprint: str,
+        input_file_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+    ) -> BatchInfo:
+        """Create the batch for ``shard`` (or return the one an earlier, unanswered attempt created)."""
+
+    @abstractmethod
+    def get(self, vendor_batch_id: str) -> BatchInfo:
+        """One batch as the vendor sees it now."""
+
+    @abstractmethod
+    def cancel(self, vendor_batch_id: str) -> BatchInfo:
+        """Ask the vendor to cancel; the answer is usually 'cancelling', not yet 'cancelled'."""
+
+    @abstractmethod
     def iter_batches(
         self, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES
     ) -> Iterator[BatchInfo]:
-        """The vendor's batches, newest first, stopping at batches older than ``created_after``."""
-        raise NotImplementedError
+        """The vendor's batch list, newest first, stopping at batches older than ``created_after``."""
 
-    def get(self, vendor_batch_id: str) -> BatchInfo:
-        """One batch by its vendor id."""
-        raise NotImplementedError
+    @abstractmethod
+    def download_results(self, info: BatchInfo, dest_dir: str | Path) -> ResultFiles:
+        """The batch's result files, streamed to ``dest_dir`` (none before the batch has any)."""
+
+    # -- optional capabilities, with the default for a vendor that lacks them ----------------------
+    def upload(self, shard: Shard, *, intent_key: str) -> str | None:
+        """Upload the shard as the batch's input file; returns its id. Default: nothing to upload
+        (requests travel inline with ``create``); a lane with ``uses_files`` overrides it."""
+        return None
+
+    def find_by_intent(
+        self, intent_key: str, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES
+    ) -> BatchInfo | None:
+        """The batch carrying ``intent_key`` in its metadata. Default: None (no batch metadata)."""
+        return None
+
+    def find_unrecorded(
+        self, *, created_after: datetime, request_count: int, known_ids: Iterable[str] = ()
+    ) -> list[BatchInfo]:
+        """Batches since ``created_after`` of ``request_count`` requests that could be an intent's
+        lost answer, for vendors without batch metadata. Default: none (``find_by_intent`` suffices)."""
+        return []
+
+    def find_orphan_uploads(self, intent_key: str, *, keep: str | None = None) -> list[str]:
+        """Files uploaded for ``intent_key`` that no batch uses. Default: none (no uploads)."""
+        return []
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file. Default: nothing to delete (no uploads)."""
+        return None
+
+    def reported_usage(self, info: BatchInfo) -> Usage | None:
+        """The batch's own usage totals (what the vendor bills). Default: None (the vendor reports
+        usage only per line); reconciliation then charges the lines it could read."""
+        return None
 
     # -- HTTP --------------------------------------------------------------------------------
     def _send(self, method: str, url: str, *, policy: RetryPolicy | None = None, **kwargs: Any) -> httpx.Response:
@@ -167,11 +232,7 @@ class BatchLaneBase:
         created_after: datetime | None = None,
         max_pages: int = DEFAULT_MAX_PAGES,
     ) -> dict[str, BatchInfo]:
-        """Many batches at once: one call per list page, ``get`` only for ids the pages missed.
-
-        Subclasses provide ``iter_batches`` (newest first, stopping before ``created_after``)
-        and ``get``.
-        """
+        """Many batches at once: one call per list page, ``get`` only for ids the pages missed."""
         wanted = set(vendor_batch_ids)
         found: dict[str, BatchInfo] = {}
         if not wanted:

@@ -29,7 +29,7 @@ from batch_pipelines.core.usage import Usage
 from batch_pipelines.providers.batch_lane import (
     DEFAULT_MAX_PAGES,
     ONE_SHOT,
-    BatchLaneBase,
+    BatchLane,
     ResultFiles,
     epoch_to_datetime,
     metadata_of,
@@ -98,7 +98,7 @@ def parse_openai_batch(payload: Any, provider: str) -> BatchInfo:
     )
 
 
-class OpenAIBatchLane(BatchLaneBase):
+class OpenAIBatchLane(BatchLane):
     protocol = "openai"
     uses_files = True
 

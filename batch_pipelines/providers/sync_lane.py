@@ -6,13 +6,16 @@ status, or a retryable one that outlived the policy) is an outcome of kind FAILE
 vendor's message and status, not an exception: one bad item must not sink its neighbours in
 ``run_many``. Only bad input (caught before anything is sent) raises.
 
-Protocol subclasses say which endpoints they serve and how to read usage from a body.
+``SyncLane`` is the contract the services call (``call``, ``acall``, ``run_many``, ``close``,
+``aclose``); a protocol's subclass says which endpoints it serves and writes the two abstract
+hooks: how to read usage from a body, and how to estimate a request's tokens for the limiter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -41,7 +44,7 @@ class _AsyncState:
     slots: asyncio.Semaphore
 
 
-class SyncLane:
+class SyncLane(ABC):
     """Chat/embeddings/messages calls to one provider, sync and async, rate limited and retried."""
 
     protocol: ClassVar[str]
@@ -78,11 +81,13 @@ class SyncLane:
 
     # -- protocol hooks -------------------------------------------------------------------
 
+    @abstractmethod
     def parse_usage(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Usage | None:
-        raise NotImplementedError
+        """The usage a successful response body reports, or None if it reports none."""
 
+    @abstractmethod
     def estimate_tokens(self, request: LLMRequest) -> int:
-        raise NotImplementedError
+        """Tokens the request will count against the model's token rate limit (an estimate)."""
 
     # -- public API -----------------------------------------------------------------------
 

@@ -160,8 +160,7 @@ class Reconciler:
         files = client.batch.download_results(info, self.dirs.downloads(work, row.vendor_batch_id))
         model = info.model or row.model
         outcomes = client.batch.iter_outcomes(files, expected, model=model)
-        reported = getattr(client.batch, "reported_usage", None)
-        billed = reported(info) if reported is not None else None
+        billed = client.batch.reported_usage(info)
         if billed is not None:
             outcomes = charge_unreadable_lines(outcomes, billed)
         attempt_file = self.dirs.attempt_file(work, row.vendor_batch_id)

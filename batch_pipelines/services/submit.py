@@ -37,6 +37,7 @@ from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import InvalidInputError, LedgerError, ProviderError, QueueFullError
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.core.sharding import Shard, ShardLimits, shard_requests, split_shard
+from batch_pipelines.providers.client import ProviderClient
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def _recorded_stream(
 
 def submit_partition(
     ledger: Any,
-    client: Any,
+    client: ProviderClient,
     requests: Iterable[LLMRequest],
     *,
     job: str,
@@ -131,7 +132,9 @@ def submit_partition(
 
 
 class _ShardSubmitter:
-    def __init__(self, ledger: Any, client: Any, *, job: str, partition: str, round: int, hook: CrashHook) -> None:
+    def __init__(
+        self, ledger: Any, client: ProviderClient, *, job: str, partition: str, round: int, hook: CrashHook
+    ) -> None:
         self.ledger = ledger
         self.lane = client.batch
         self.provider = client.config.name
@@ -227,9 +230,10 @@ class _ShardSubmitter:
         if not resumed:
             return None  # a brand-new intent: nothing can exist for it yet
         since = intent.created_at - CLOCK_SKEW
-        found: BatchInfo | None = self.lane.find_by_intent(intent.intent_key, created_after=since)
-        if found is not None or not hasattr(self.lane, "find_unrecorded"):
+        found = self.lane.find_by_intent(intent.intent_key, created_after=since)
+        if found is not None:
             return found
+        # Vendors without batch metadata: an unrecorded batch of the shard's size may be ours.
         candidates = [
             c
             for c in self.lane.find_unrecorded(created_after=since, request_count=shard.request_count)
