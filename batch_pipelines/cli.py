@@ -116,9 +116,10 @@ from batch_pipelines.emulator.cli import emulator_command  # noqa: E402
 
 main.add_command(emulator_command, "emulator")
 
-from batch_pipelines.router_cli import deferred_command  # noqa: E402
+from batch_pipelines.router_cli import deferred_command, serve_command  # noqa: E402
 
 main.add_command(deferred_command, "deferred")
+main.add_command(serve_command, "serve")
 
 from batch_pipelines.cli_advise import advise_command  # noqa: E402
 

@@ -153,3 +153,40 @@ def collect(**options: Any) -> None:
         f"collected {len(report.collected)} flushes, {len(report.waiting)} still running; "
         f"{len(watched.cancelled_batches)} batches cancelled and {watched.promoted_calls} calls promoted for deadlines"
     )
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8780, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--default-lane",
+    type=click.Choice(["deferrable", "interactive"]),
+    default="deferrable",
+    show_default=True,
+    help="The lane of a request without an X-Batch-Lane header.",
+)
+@router_options
+def serve_command(host: str, port: int, default_lane: str, **options: Any) -> None:
+    """Serve the router over HTTP: OpenAI- and Anthropic-shaped routes, interactive or deferred."""
+    import uvicorn
+
+    from batch_pipelines.frontdoor.app import FrontDoorSettings, create_app
+    from batch_pipelines.frontdoor.server import InsecureBindError, check_bind, keys_from_env
+
+    keys = keys_from_env()
+    try:
+        notice = check_bind(host, keys)
+    except InsecureBindError as exc:
+        raise click.UsageError(str(exc)) from None
+    if notice:
+        click.echo(notice, err=True)
+    try:
+        router = _router(options)
+    except BatchPipelinesError as exc:
+        raise click.ClickException(exc.message) from None
+    app = create_app(router, FrontDoorSettings(keys=keys, default_lane=default_lane))
+    click.echo(f"serving the router on http://{host}:{port} (default lane: {default_lane})", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        router.close()
