@@ -23,6 +23,7 @@ from typing import Any
 from batch_pipelines.core.config_files import load_yaml_file
 from batch_pipelines.core.errors import ConfigError, UnknownModelError
 from batch_pipelines.core.requests import Lane
+from batch_pipelines.core.tokens import ENCODINGS, encoding_for_model
 from batch_pipelines.core.usage import Usage
 
 MILLION = Decimal(1_000_000)
@@ -51,6 +52,7 @@ class ModelPrice:
     kind: str  # "chat" or "embedding"
     sync: Rates
     batch: Rates
+    encoding: str | None = None  # the tokenizer's encoding, when the model's name does not tell it
 
     def rates(self, lane: Lane) -> Rates:
         return self.batch if lane is Lane.BATCH else self.sync
@@ -132,12 +134,16 @@ def _model_price(model: str, raw: Any) -> ModelPrice:
     kind = str(raw.get("kind", "chat"))
     if kind not in ("chat", "embedding"):
         raise ConfigError(f"price book: model {model!r} has kind {kind!r}; use 'chat' or 'embedding'")
+    encoding = raw.get("encoding")
+    if encoding is not None and encoding not in ENCODINGS:
+        raise ConfigError(f"price book: model {model!r} has encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
     return ModelPrice(
         model=model,
         provider=str(raw.get("provider", "unknown")),
         kind=kind,
         sync=_rates(raw["sync"], f"{model}.sync"),
         batch=_rates(raw["batch"], f"{model}.batch"),
+        encoding=encoding,
     )
 
 
@@ -183,6 +189,11 @@ class PriceBook:
             return self._prices[model]
         except KeyError:
             raise UnknownModelError(model, list(self._prices)) from None
+
+    def encoding(self, model: str) -> str:
+        """The tokenizer encoding for ``model``: the book's, else the one its name implies."""
+        price = self._prices.get(model)
+        return price.encoding if price is not None and price.encoding else encoding_for_model(model)
 
     def cost(
         self,

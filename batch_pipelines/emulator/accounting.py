@@ -1,7 +1,8 @@
 """Token usage the way providers report it: prompt, completion and cached prompt tokens.
 
-Counts come from the shared tokenizer (``batch_pipelines.core.tokens``, o200k_base through
-``bpe-openai``), the same one the cost estimator uses, so estimates and "billed" usage agree.
+Counts come from the shared tokenizer (``batch_pipelines.core.tokens``, the model's encoding
+through ``bpe-openai``), the same one the cost estimator uses, so estimates and "billed" usage
+agree; tools and the response format count as input, as the vendors bill them.
 Counts of repeated text (system prompts, labels) are memoised: batch workloads repeat them on
 every line.
 
@@ -15,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import threading
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import bpe_openai
-from bpe_openai import _bindings as bpe_backend
 
 from batch_pipelines.core import tokens
 
@@ -31,29 +31,9 @@ CACHE_STEP_TOKENS = 128
 _MESSAGE_MARKER = array("I", [0xFFFFFFFF] * tokens.TOKENS_PER_MESSAGE).tobytes()
 _MAX_SEEN_PREFIXES = 2_000_000
 
-# Text up to this many characters is at most 4 bytes a character, so it can never reach the
-# tokenizer's 200,000-token chunk limit, the only way ``tokens.count_text`` refuses text.
-_FAST_COUNT_MAX_CHARS = 50_000
-
-
-_rust_count: Callable[[str], int] | None = None  # the Rust tokenizer's count, loaded at first use
-
 
 def count_fresh(text: str) -> int:
-    """``tokens.count_text(text)``, for text seen once (the last user message of a line).
-
-    The Rust tokenizer counts without building the token list in Python, which is most of
-    the cost of a short text. Text it cannot take (lone surrogates) or long text goes the
-    shared way.
-    """
-    global _rust_count
-    if text and len(text) <= _FAST_COUNT_MAX_CHARS:
-        if _rust_count is None:
-            _rust_count = bpe_backend.tokenizer_for_encoding(tokens.ENCODING_NAME).count
-        try:
-            return _rust_count(text)
-        except UnicodeEncodeError:
-            pass
+    """``tokens.count_text(text)``, for text seen once (the last user message of a line)."""
     return tokens.count_text(text)
 
 
@@ -68,24 +48,28 @@ def _segment(text: str) -> bytes:
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
-    """Equal to ``tokens.count_chat_prompt(body)``, with memoised per-part counts."""
-    parts = tokens.prompt_text(body)
-    return sum(count_text(p) for p in parts) + tokens.TOKENS_PER_MESSAGE * len(parts) + tokens.TOKENS_PER_REPLY
+    """Equal to ``tokens.count_chat_prompt(body)`` (the model's encoding, tools and response format included)."""
+    return tokens.count_chat_prompt(body)
 
 
 def embedding_tokens(body: dict[str, Any]) -> int:
+    """Equal to ``tokens.count_embedding_input(body)``: OpenAI's embedding models count in cl100k_base."""
     return sum(embedding_input_tokens(body))
 
 
 def embedding_input_tokens(body: dict[str, Any]) -> list[int]:
-    """Tokens of each input of an embeddings request (a list of token ids counts its length)."""
+    """Tokens of each input of an embeddings request, in the model's encoding (token ids count their length)."""
+    encoding = tokens.encoding_for_model(body.get("model"))
     value = body.get("input")
     if isinstance(value, str):
-        return [count_text(value)]
+        return [tokens.count_text(value, encoding)]
     if isinstance(value, list):
         if value and all(isinstance(v, int) for v in value):
             return [len(value)]  # one input given as token ids
-        return [count_text(v) if isinstance(v, str) else len(v) if isinstance(v, list) else 1 for v in value]
+        return [
+            tokens.count_text(v, encoding) if isinstance(v, str) else len(v) if isinstance(v, list) else 1
+            for v in value
+        ]
     return []
 
 

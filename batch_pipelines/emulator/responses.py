@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from batch_pipelines.core import tokens
 from batch_pipelines.emulator import accounting
 from batch_pipelines.emulator.catalogue import ANTHROPIC_MODEL_IDS, native_dimensions
 from batch_pipelines.emulator.embeddings import embed, encode_base64, input_texts
@@ -147,6 +148,11 @@ class Responder:
         prompt, cached = (
             self.prompt_cache.measure_parts(turns) if turns is not None else self.prompt_cache.measure(body)
         )
+        if tokens.encoding_for_model(body.get("model")) != tokens.O200K:
+            # The prefix cache hashes o200k ids; the billed count follows the model's encoding.
+            prompt = tokens.count_chat_prompt(body)
+        else:
+            prompt += tokens.count_request_extras(body)
         return text, truncated, UsageTotals(prompt, cached, completion, 0)
 
     def chat_completion(

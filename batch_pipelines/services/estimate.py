@@ -36,10 +36,11 @@ def expected_output_tokens(request: LLMRequest, default: int) -> int:
     return min(int(cap), default) if cap else default
 
 
-def input_tokens(request: LLMRequest) -> int:
+def input_tokens(request: LLMRequest, encoding: str | None = None) -> int:
+    """Prompt tokens of ``request`` (tools and response format included) in ``encoding``, else its model's."""
     if request.endpoint is Endpoint.EMBEDDINGS:
-        return tokens.count_embedding_input(request.body)
-    return tokens.count_chat_prompt(request.body)
+        return tokens.count_embedding_input(request.body, encoding)
+    return tokens.count_chat_prompt(request.body, encoding)
 
 
 def estimate_requests(
@@ -52,9 +53,14 @@ def estimate_requests(
 ) -> Estimate:
     """Sum estimated usage per model, then price each model once (exact and fast)."""
     estimate = Estimate()
+    encodings: dict[str, str] = {}
     for request in requests:
+        encoding = encodings.get(request.model)
+        if encoding is None:
+            encoding = encodings[request.model] = price_book.encoding(request.model)
         usage = Usage(
-            input_tokens=input_tokens(request), output_tokens=expected_output_tokens(request, expected_output)
+            input_tokens=input_tokens(request, encoding),
+            output_tokens=expected_output_tokens(request, expected_output),
         )
         estimate.per_model[request.model] = estimate.per_model[request.model] + usage
         estimate.requests += 1

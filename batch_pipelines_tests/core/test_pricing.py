@@ -144,3 +144,29 @@ def test_broken_price_book_names_the_problem(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         PriceBook.load(path)
+
+
+def test_the_book_carries_each_models_encoding():
+    """Embedding models count in cl100k; a user's entry may name its encoding; a bad name is refused."""
+    book = PriceBook.default(
+        {
+            "models": {
+                "my-finetune": {
+                    "encoding": "cl100k_base",
+                    "sync": {"input": "1", "output": "1"},
+                    "batch": {"input": "1", "output": "1"},
+                }
+            }
+        }
+    )
+    assert book.encoding("text-embedding-3-small") == "cl100k_base"
+    assert book.encoding("gpt-5.4-mini") == "o200k_base"
+    assert book.encoding("my-finetune") == "cl100k_base"
+    assert book.encoding("not-in-the-book") == "o200k_base"
+    bad = {
+        "models": {
+            "m": {"encoding": "p50k", "sync": {"input": "1", "output": "1"}, "batch": {"input": "1", "output": "1"}}
+        }
+    }
+    with pytest.raises(ConfigError, match="encoding 'p50k'"):
+        PriceBook.from_mapping(bad)

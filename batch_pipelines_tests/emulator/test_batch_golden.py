@@ -2,7 +2,8 @@
 
 The state dir is seeded with a fixed id nonce and clock, so batch ids, line ids and `created`
 stamps are the same on every run; the digests were recorded from the emulator before its
-batch loop was optimised.
+batch loop was optimised. The chat and partial digests were re-recorded once, when a body's
+``response_format`` (and tools) began to count as prompt tokens, as the vendors bill them.
 """
 
 from __future__ import annotations
@@ -205,15 +206,15 @@ def _anthropic_digest(http: httpx.Client, emu: Any) -> str:
 
 
 GOLDEN = {
-    "chat_first": "69ac6ed89e247c8b31b08657879a16bdafa4079d83a82544f7387921de0d164e",
-    "chat_second": "8a12d95d9baf92851daf51cfc3b416d2eeac31d792ce887fc863c21ae15a18d7",
+    "chat_first": "bc579f0833987708fc7f058bba807d4d941b4ec3d625cdb7b227ef6565f91249",
+    "chat_second": "7819e2173ffa16f187c3684f6b16b125a7dc429a4c5e6e807d4f834252c6d06e",
     "embeddings": "3084c7b62f1cee08ee657574f0bdbd3fa7d6ceedde06e1abd10695b4f1958dfc",
     "anthropic": "49c5d0ae8ee46955f8b40e15291935236a102f86383ca9f5074d1e441543f5d9",
 }
 PARTIAL_GOLDEN = {
-    "progress": "7074463a37ee7c4deb723e48352c6799911b3ee1104b533dada0475665317d8a",
-    "expired": "da370adec6231bdfaa4eece1c9a463a2c93ff3889a5992df977e5a363670d03a",
-    "cancelled": "e33f8e1c2fbf72b8e789fcacead3cc264cf5d88af21a3bc1c9d37736806630c9",
+    "progress": "c9e61883434d25201d4111c4d07a3198b636c8bc6762b6e2b15565183bf6b1d2",
+    "expired": "717fbd8b2c336eb75f15332faecf8ea0c3781b05a140aa1e667eab384bc7811e",
+    "cancelled": "3e5bcb4c3ecb71599a3f18ae6f1648a78e32d2d513af40477f953ea6127e6b14",
 }
 
 
