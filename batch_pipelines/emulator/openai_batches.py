@@ -2,78 +2,53 @@
 
 A batch's timeline is fixed when it is created (seeded by the profile): validation ends at
 ``created + validation_seconds``; lines then complete in proportion to elapsed virtual time
-over the batch's duration; finalizing and completion follow. Nothing runs in the background:
-when a batch is read or listed, the lines its timeline says are done by "now" are answered in
-one bulk pass and appended to its output and error work files. So a test that moves the clock
-24 hours gets the same files as one that watched every second, and a million lines cost one
-pass each.
+over the batch's duration; finalizing and completion follow. Every line is checked and
+answered once, by a background worker, as soon as the batch is created
+(``openai_batch_work``); when a batch is read or listed, the lines its timeline says are done
+by "now" are only counted through the per-line table that work left. So a test that moves the
+clock 24 hours gets the same files as one that watched every second, and a read stays fast
+however many lines are waiting.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from array import array
-from collections import deque
+import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from batch_pipelines.emulator import accounting
 from batch_pipelines.emulator.clock import VirtualClock
 from batch_pipelines.emulator.errors import ApiError
-from batch_pipelines.emulator.faults import LineDraws, uniforms, weighted_choice
+from batch_pipelines.emulator.faults import LineDraws, uniforms
+from batch_pipelines.emulator.openai_batch_work import (
+    _ERROR,
+    _EXPIRED,
+    _ROW,
+    BatchWorker,
+    PreparedBatch,
+    prepare,
+)
 from batch_pipelines.emulator.openai_files import OpenAIFiles
 from batch_pipelines.emulator.profile import Profile
 from batch_pipelines.emulator.responses import Responder, UsageTotals
 from batch_pipelines.emulator.state import BATCH_ID, FILE_ID, Store
 
 WINDOW_SECONDS = 24 * 3600
-MAX_LINES = 50_000
-MAX_INPUT_BYTES = 200 * 1024 * 1024
-MAX_EMBEDDING_INPUTS = 50_000
-MAX_REPORTED_ERRORS = 100
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-
-ITEM_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
-    "invalid_request_400": (
-        400,
-        {
-            "message": "Invalid request (injected by the emulator's fault profile).",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "invalid_request",
-        },
-    ),
-    "server_error_500": (
-        500,
-        {
-            "message": "The server had an error while processing your request.",
-            "type": "server_error",
-            "param": None,
-            "code": "server_error",
-        },
-    ),
-    "rate_limited_429": (
-        429,
-        {
-            "message": "Rate limit reached for requests (injected by the emulator's fault profile).",
-            "type": "requests",
-            "param": None,
-            "code": "rate_limit_exceeded",
-        },
-    ),
-}
+# How long one read may wait for batches' work (openai_batch_work) before it answers with
+# what is done: far inside any client's timeout and Dagster's 60 s sensor limit, and long
+# enough that a test-sized batch is always done by the read that follows its creation.
+READ_WAIT_SECONDS = 10.0
 EXPIRED_ERROR = {
     "code": "batch_expired",
     "message": "This request could not be executed before the completion window expired.",
 }
-_MALFORMED_TAIL = 40  # bytes of a good line kept when writing a deliberately broken one
 
 
 def not_found(batch_id: str) -> ApiError:
@@ -99,6 +74,9 @@ class OpenAIBatches:
         self.files = files
         self.responder = responder
         self.profile = profile
+        self.worker = BatchWorker()
+        self.read_wait_seconds = READ_WAIT_SECONDS
+        self._read_deadline = 0.0  # monotonic; set by each read before it settles validations
 
     # -- API ------------------------------------------------------------------------------
 
@@ -188,16 +166,19 @@ class OpenAIBatches:
                 record[stamp] = None
             self.store.save_batch(record)
             self.store.count_created("openai")
+            self.worker.submit(batch_id, lambda: prepare(work, record, self.responder))
             return self.render(record)
 
     def retrieve(self, batch_id: str) -> dict[str, Any]:
         with self.store.lock:
+            self._read_deadline = time.monotonic() + self.read_wait_seconds
             record = self._record(batch_id)
             self.refresh(record)
             return self.render(record)
 
     def list(self, *, after: str | None, limit: int) -> dict[str, Any]:
         with self.store.lock:
+            self._read_deadline = time.monotonic() + self.read_wait_seconds
             records = sorted(self.store.batches.values(), key=lambda r: r["seq"], reverse=True)
             if after:
                 ids = [r["id"] for r in records]
@@ -216,6 +197,7 @@ class OpenAIBatches:
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         with self.store.lock:
+            self._read_deadline = time.monotonic() + self.read_wait_seconds
             record = self._record(batch_id)
             self.refresh(record)
             if record["status"] in ("cancelling", "cancelled"):
@@ -293,7 +275,10 @@ class OpenAIBatches:
             if r["status"] == "validating" and r["created_at"] + r["profile"]["validation_seconds"] <= now
         ]
         for record in sorted(due, key=lambda r: (r["created_at"] + r["profile"]["validation_seconds"], r["seq"])):
-            self._validate(record, record["created_at"] + record["profile"]["validation_seconds"])
+            prepared = self._prepared(record)
+            if prepared is None:
+                break  # its work is not done yet: it, and every batch after it, stays validating
+            self._admit(record, prepared, record["created_at"] + record["profile"]["validation_seconds"])
             self.store.save_batch(record)
         cancelling = [
             r for r in self.store.batches.values() if r["status"] == "cancelling" and r["in_progress_at"] is None
@@ -304,116 +289,24 @@ class OpenAIBatches:
                 self._finish(record, "cancelled", cancelled_at)
                 self.store.save_batch(record)
 
-    def _validate(self, record: dict[str, Any], at: float) -> None:
-        """One pass over the input: check every line and, while no line is wrong, answer it.
+    def _prepared(self, record: dict[str, Any]) -> PreparedBatch | None:
+        """The batch's finished work, waiting for it only until this read's deadline."""
+        if not self.worker.has(record["id"]):
+            # Created before a restart (no job queued): prepare it now, as a read would have.
+            return prepare(self.store.batch_dir(record["id"]), record, self.responder)
+        return self.worker.wait(record["id"], self._read_deadline - time.monotonic())
 
-        Answers are computed here, once per line, into pending work files (output lines and
-        error lines) with a per-line table of kind, size and usage. Processing
-        later only moves counters and offsets through that table, so progress is cheap to
-        report and the output file at the end is the pending file cut at the right offset.
-        """
+    def _admit(self, record: dict[str, Any], prepared: PreparedBatch, at: float) -> None:
+        """The end of validation at ``at``: fail the batch on a bad line or a full queue, else start it."""
         work = self.store.batch_dir(record["id"])
-        path = work / "input.jsonl"
-        errors: list[dict[str, Any]] = []
-
-        def fail(code: str, message: str, line: int | None = None, param: str | None = None) -> None:
-            if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append({"code": code, "message": message, "param": param, "line": line})
-
-        size = path.stat().st_size
-        endpoint = record["endpoint"]
-        writer = _PendingWriter(work)
-        answerer = _LineAnswerer(self.responder, record, writer)
-        model: str | None = None
-        embedding_inputs = 0
-        count = 0
-        if size > MAX_INPUT_BYTES:
-            fail("file_too_large", f"The input file is {size} bytes; the limit is {MAX_INPUT_BYTES} bytes.")
-        else:
-            seen: set[str] = set()
-            loads = orjson.loads
-            with open(path, "rb") as source:
-                for number, raw in enumerate(source, 1):
-                    if not raw.strip():
-                        continue
-                    if count >= MAX_LINES:
-                        fail("too_many_requests", f"The input file holds more than {MAX_LINES} requests.", number)
-                        break
-                    count += 1
-                    try:
-                        line = loads(raw)
-                    except orjson.JSONDecodeError:
-                        fail("invalid_json_line", f"Line {number} is not valid JSON.", number)
-                        continue
-                    if not isinstance(line, dict):
-                        fail("invalid_json_line", f"Line {number} is not a JSON object.", number)
-                        continue
-                    custom_id = line.get("custom_id")
-                    body = line.get("body")
-                    line_ok = True
-                    if not isinstance(custom_id, str) or not custom_id:
-                        fail("missing_required_parameter", f"Line {number} has no custom_id.", number, "custom_id")
-                        line_ok = False
-                    elif custom_id in seen:
-                        fail(
-                            "duplicate_custom_id",
-                            f"The custom_id '{custom_id}' on line {number} is used more than once.",
-                            number,
-                            "custom_id",
-                        )
-                        line_ok = False
-                    else:
-                        seen.add(custom_id)
-                    if line.get("method") != "POST":
-                        fail("invalid_method", f"Line {number}: method must be 'POST'.", number, "method")
-                        line_ok = False
-                    if line.get("url") != endpoint:
-                        fail(
-                            "invalid_url",
-                            f"Line {number}: url {line.get('url')!r} does not match the batch endpoint {endpoint!r}.",
-                            number,
-                            "url",
-                        )
-                        line_ok = False
-                    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-                        fail(
-                            "missing_required_parameter",
-                            f"Line {number} has no body with a model.",
-                            number,
-                            "body.model",
-                        )
-                        continue
-                    if model is None:
-                        model = body["model"]
-                    elif body["model"] != model:
-                        fail(
-                            "mixed_models",
-                            f"Line {number} uses model {body['model']!r}; this batch uses {model!r}. One model "
-                            "per batch.",
-                            number,
-                            "body.model",
-                        )
-                        line_ok = False
-                    if endpoint == "/v1/embeddings":
-                        embedding_inputs += _embedding_input_count(body)
-                    if line_ok and not errors and isinstance(custom_id, str):
-                        answerer.answer(custom_id, body)
-            if count == 0 and not errors:
-                fail("empty_file", "The input file holds no requests.")
-            if embedding_inputs > MAX_EMBEDDING_INPUTS:
-                fail(
-                    "too_many_embedding_inputs",
-                    f"The batch holds {embedding_inputs} embedding inputs; the limit is {MAX_EMBEDDING_INPUTS}.",
-                )
-        writer.close()
-        record["model"] = model
-        if errors:
+        model = record["model"] = prepared.model
+        if prepared.errors:
             _remove_work(work)
             record["status"] = "failed"
             record["failed_at"] = at
-            record["errors"] = {"object": "list", "data": errors}
+            record["errors"] = {"object": "list", "data": prepared.errors}
             return
-        tokens = answerer.prompt_tokens
+        tokens = prepared.prompt_tokens
         limit = record["profile"]["enqueued_token_limits"].get(model)
         if limit is not None:
             queued = sum(
@@ -441,10 +334,9 @@ class OpenAIBatches:
                     ],
                 }
                 return
-        writer.save_table()
         record["status"] = "in_progress"
         record["in_progress_at"] = at
-        record["total"] = count
+        record["total"] = prepared.count
         record["enqueued_tokens"] = tokens
         record["pending"] = {"output": 0, "errors": 0}
 
@@ -507,6 +399,11 @@ class OpenAIBatches:
         work = self.store.batch_dir(record["id"])
         record["status"] = status
         record[f"{status}_at"] = at
+        if self.worker.has(record["id"]):
+            # Cancelled before its validation ended: no line ran, and its work may still be
+            # writing the pending files, so they are removed once it stops, never adopted.
+            self.worker.discard(record["id"], cleanup=lambda: _remove_work(work))
+            return
         pending = record.get("pending") or {"output": 0, "errors": 0}
         output = work / "output.pending"
         errors = work / "errors.pending"
@@ -602,13 +499,6 @@ def _holds_queue(record: dict[str, Any], at: float) -> bool:
     return started is not None and started <= at < _end_time(record)
 
 
-def _embedding_input_count(body: dict[str, Any]) -> int:
-    value = body.get("input")
-    if isinstance(value, list) and value and not isinstance(value[0], int):
-        return len(value)
-    return 1
-
-
 def _check_metadata(metadata: Any) -> None:
     if metadata is None:
         return
@@ -650,150 +540,3 @@ def _link_or_copy(source: Any, target: Any) -> None:
 
 def _remove_work(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
-
-
-# Per-line table, ``_ROW`` unsigned ints per line: kind, bytes in its pending file, prompt,
-# cached and completion tokens.
-_ROW = 5
-_OUTPUT, _ERROR, _MISSING, _EXPIRED = 0, 1, 2, 3
-_FLUSH_LINES = 4096
-_DRAW_BLOCK = 4096  # lines whose seeded draws are computed together
-_WRITES_IN_FLIGHT = 4  # joined blocks (a few MB each) queued for the writer thread
-
-
-class _PendingWriter:
-    """Appends precomputed lines to the pending work files in large writes.
-
-    The writes run on a helper thread: copying tens of megabytes into the page cache is
-    kernel time that needs no GIL, so it overlaps with answering the next lines instead of
-    adding to it. At most ``_WRITES_IN_FLIGHT`` blocks wait, and one thread keeps them in order.
-    """
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.table = array("I")
-        self._buffers: dict[str, list[bytes]] = {"output": [], "errors": []}
-        self._files = {name: open(work / f"{name}.pending", "wb") for name in self._buffers}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulator-pending-writer")
-        self._in_flight: deque[Future[int]] = deque()
-
-    def add(
-        self, stream: str, kind: int, line: bytes | None, prompt: int = 0, cached: int = 0, completion: int = 0
-    ) -> None:
-        size = 0
-        if line is not None:
-            size = len(line) + 1
-            buffer = self._buffers[stream]
-            buffer.append(line)
-            if len(buffer) >= _FLUSH_LINES:
-                self._flush(stream)
-        self.table.extend((kind, size, prompt, cached, completion))
-
-    def _flush(self, stream: str) -> None:
-        buffer = self._buffers[stream]
-        if buffer:
-            buffer.append(b"")  # the last line's newline, without copying the joined block again
-            block = b"\n".join(buffer)
-            buffer.clear()
-            while len(self._in_flight) >= _WRITES_IN_FLIGHT:
-                self._in_flight.popleft().result()  # re-raises a failed write here
-            self._in_flight.append(self._pool.submit(self._files[stream].write, block))
-
-    def close(self) -> None:
-        try:
-            for stream in self._files:
-                self._flush(stream)
-            while self._in_flight:
-                self._in_flight.popleft().result()
-        finally:
-            self._pool.shutdown(wait=True)
-            for handle in self._files.values():
-                handle.close()
-
-    def save_table(self) -> None:
-        (self.work / "lines.table").write_bytes(self.table.tobytes())
-
-
-class _LineAnswerer:
-    """Decides each line's fate (seeded faults) and writes its output or error line."""
-
-    def __init__(self, responder: Responder, record: dict[str, Any], writer: _PendingWriter) -> None:
-        self.responder = responder
-        self.writer = writer
-        self.profile = Profile.from_mapping(record["profile"])
-        self.batch_id = record["id"]
-        self.draws = LineDraws(self.profile.seed, "line", record["seq"])
-        self.endpoint = record["endpoint"]
-        self.created = record["created_at"] + self.profile.validation_seconds
-        self.error_rate = 1.0 if self.profile.all_lines_fail else self.profile.item_error_rate
-        self.malformed_left = self.profile.malformed_output_lines
-        self.created_stamp = int(self.created)
-        self.index = 0
-        self._block = self.draws.block(0, 0)
-        self.prompt_tokens = 0
-
-    def answer(self, custom_id: str, body: dict[str, Any]) -> None:
-        index = self.index
-        self.index += 1
-        block = self._block
-        if index >= block.end:
-            block = self._block = self.draws.block(index, _DRAW_BLOCK)
-        offset = index - block.start
-        at = 16 * offset
-        low = block.low[at : at + 16]
-        stem = block.high[at : at + 16] + low
-        line_id = "batch_req_" + stem
-        request_id = "req_" + low
-        dumps = orjson.dumps
-        profile = self.profile
-        if block.u_error[offset] < self.error_rate:
-            status, error_body = ITEM_ERRORS[weighted_choice(profile.item_error_kinds, block.u_kind[offset])]
-            line = {
-                "id": line_id,
-                "custom_id": custom_id,
-                "response": {"status_code": status, "request_id": request_id, "body": {"error": error_body}},
-                "error": None,
-            }
-            self.writer.add("errors", _ERROR, dumps(line))
-            self._count_prompt(body)
-            return
-        if block.u_missing[offset] < profile.missing_line_rate:
-            self.writer.add("output", _MISSING, None)
-            self._count_prompt(body)
-            return
-        try:
-            if self.endpoint == "/v1/embeddings":
-                response, usage = self.responder.embeddings(body)
-            else:
-                response, usage = self.responder.chat_completion(
-                    body, profile=profile, key=custom_id, completion_id="chatcmpl-" + stem, created=self.created_stamp
-                )
-        except ApiError as exc:
-            error_body = {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}
-            line = {
-                "id": line_id,
-                "custom_id": custom_id,
-                "response": {"status_code": exc.status, "request_id": request_id, "body": {"error": error_body}},
-                "error": None,
-            }
-            self.writer.add("errors", _ERROR, dumps(line))
-            return
-        self.prompt_tokens += usage.input_tokens
-        encoded = dumps(
-            {
-                "id": line_id,
-                "custom_id": custom_id,
-                "response": {"status_code": 200, "request_id": request_id, "body": response},
-                "error": None,
-            }
-        )
-        if self.malformed_left > 0:
-            self.malformed_left -= 1
-            encoded = encoded[: max(1, len(encoded) - _MALFORMED_TAIL)]
-        self.writer.add("output", _OUTPUT, encoded, usage.input_tokens, usage.cached_tokens, usage.output_tokens)
-
-    def _count_prompt(self, body: dict[str, Any]) -> None:
-        if self.endpoint == "/v1/embeddings":
-            self.prompt_tokens += accounting.embedding_tokens(body)
-        else:
-            self.prompt_tokens += accounting.prompt_tokens(body)

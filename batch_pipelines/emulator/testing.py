@@ -31,6 +31,7 @@ class RunningEmulator:
     api_key: str
     state_dir: Path
     _client: httpx.Client = field(repr=False)
+    app: Emulator | None = field(default=None, repr=False)  # the served emulator itself, for tests of its internals
 
     @property
     def openai_base_url(self) -> str:
@@ -83,7 +84,11 @@ def run_emulator(
         base_url = f"http://127.0.0.1:{actual_port}"
         _wait_until_ready(client, base_url, background)
         yield RunningEmulator(
-            base_url=base_url, api_key=api_key or DEFAULT_TEST_KEY, state_dir=Path(state_dir), _client=client
+            base_url=base_url,
+            api_key=api_key or DEFAULT_TEST_KEY,
+            state_dir=Path(state_dir),
+            _client=client,
+            app=emulator,
         )
 
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from batch_pipelines.core.tokens import count_chat_prompt
-from batch_pipelines.emulator import anthropic_batches, openai_batches
+from batch_pipelines.emulator import anthropic_batches, openai_batch_work
 from batch_pipelines.emulator.testing import run_emulator
 
 LABELS = "billing, shipping, technical-issue, account_access, refund"
@@ -242,9 +242,9 @@ def test_openai_batch_files_and_usage_match_the_recorded_digests(seeded):
 
 def test_small_draw_blocks_and_many_queued_writes_change_nothing(seeded, monkeypatch):
     """Seeded draws computed in blocks of 5 and output written in blocks of 7 lines give the same files."""
-    monkeypatch.setattr(openai_batches, "_DRAW_BLOCK", 5)
-    monkeypatch.setattr(openai_batches, "_FLUSH_LINES", 7)
-    monkeypatch.setattr(openai_batches, "_WRITES_IN_FLIGHT", 1)
+    monkeypatch.setattr(openai_batch_work, "_DRAW_BLOCK", 5)
+    monkeypatch.setattr(openai_batch_work, "_FLUSH_LINES", 7)
+    monkeypatch.setattr(openai_batch_work, "_WRITES_IN_FLIGHT", 1)
     emu, http = seeded
     batch = _run_openai(http, emu, _chat_lines(300), "/v1/chat/completions")
     found = _digest(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import orjson
 import pytest
 from openai.types import Batch, FileDeleted, FileObject
@@ -360,3 +362,42 @@ def test_every_line_is_processed_whatever_the_float_rounding_of_the_end_time(tmp
             batch = client.get(f"/batches/{batch['id']}").json()
             assert batch["status"] == "completed"
             assert batch["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
+
+
+def test_a_batch_is_answered_off_the_request_path_and_reads_never_wait_on_it(emulator):
+    """While a batch's work is unfinished, a read past its validation answers 'validating' at once; then it runs."""
+    client = openai_client(emulator)
+    batches = emulator.app.openai
+    batches.read_wait_seconds = 0.05
+    gate = threading.Event()
+    batches.worker.submit("gate", lambda: gate.wait(30) and None)  # holds the worker: jobs run in order
+    lines = [orjson.dumps(chat_line(f"c{i}", "hi")) for i in range(20)]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    emulator.advance(3600)
+    assert client.batches.retrieve(batch.id).status == "validating"
+    assert [b.status for b in client.batches.list().data] == ["validating"]
+    gate.set()
+    batches.read_wait_seconds = 30.0
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 20
+
+
+def test_a_batch_cancelled_while_its_work_is_queued_leaves_no_files(emulator):
+    """Cancelling a batch whose work has not run yet cancels it with no output, and the work never runs."""
+    client = openai_client(emulator)
+    batches = emulator.app.openai
+    gate = threading.Event()
+    batches.worker.submit("gate", lambda: gate.wait(30) and None)
+    lines = [orjson.dumps(chat_line(f"c{i}", "hi")) for i in range(5)]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    client.batches.cancel(batch.id)
+    emulator.advance(3600)
+    cancelled = client.batches.retrieve(batch.id)
+    gate.set()
+    assert cancelled.status == "cancelled"
+    assert cancelled.output_file_id is None and cancelled.error_file_id is None
+    assert not batches.worker.has(batch.id)
