@@ -172,7 +172,7 @@ def prepare(work: Path, record: Mapping[str, Any], responder: Responder) -> Prep
                     line_ok = False
                 if endpoint == "/v1/embeddings":
                     embedding_inputs += _embedding_input_count(body)
-                if line_ok and not errors:
+                if line_ok and not errors and isinstance(custom_id, str):
                     answerer.answer(custom_id, body)
         if count == 0 and not errors:
             fail("empty_file", "The input file holds no requests.")
@@ -325,7 +325,7 @@ class _PendingWriter:
 class _LineAnswerer:
     """Decides each line's fate (seeded faults) and writes its output or error line."""
 
-    def __init__(self, responder: Responder, record: dict[str, Any], writer: _PendingWriter) -> None:
+    def __init__(self, responder: Responder, record: Mapping[str, Any], writer: _PendingWriter) -> None:
         self.responder = responder
         self.writer = writer
         self.profile = Profile.from_mapping(record["profile"])
