@@ -36,7 +36,7 @@ WORKLOADS = {
 # The shipped workloads' budgets are sized for the demo's 60 rows; a benchmark partition is
 # thousands of times larger, so the budget check would (rightly) refuse it.
 BENCH_BUDGET_USD = Decimal(100_000)
-MAX_TICKS = 5
+MAX_TICKS = 200  # a tick whose list call finds batches still being worked on requests nothing yet
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
