@@ -133,7 +133,18 @@ def encode_line(request: LLMRequest, protocol: Protocol = "openai") -> bytes:
         payload = {"custom_id": request.custom_id, "params": body}
     else:
         payload = {"custom_id": request.custom_id, "method": "POST", "url": request.endpoint.value, "body": body}
-    return orjson.dumps(payload, option=orjson.OPT_APPEND_NEWLINE)
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError as exc:  # orjson.JSONEncodeError: a lone surrogate, a NaN key, an object
+        raise unserialisable(request.custom_id, exc) from None
+
+
+def unserialisable(custom_id: str, exc: TypeError) -> InvalidInputError:
+    """The request cannot be written as JSON (a string that is not valid UTF-8, an object, ...)."""
+    return InvalidInputError(
+        f"request {custom_id!r} cannot be sent: its body is not valid JSON ({exc}); nothing was sent",
+        custom_id=custom_id,
+    )
 
 
 def _embedding_inputs(body: Mapping[str, Any]) -> int:
@@ -354,7 +365,10 @@ class _Sharder:
                 payload = {"custom_id": custom_id, "params": body}
             else:
                 payload = {"custom_id": custom_id, "method": "POST", "url": lane.url, "body": body}
-            line = dumps(payload, option=newline)  # the same bytes as encode_line()
+            try:
+                line = dumps(payload, option=newline)  # the same bytes as encode_line()
+            except TypeError as exc:
+                raise unserialisable(custom_id, exc) from None
             size = len(line)
 
             head = body.get("system") or (body.get("messages") or _NO_MESSAGES)[0]

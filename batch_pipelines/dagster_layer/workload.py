@@ -16,6 +16,8 @@ from decimal import Decimal
 from typing import Any, cast
 
 import dagster as dg
+import numpy as np
+import orjson
 import pandas as pd
 
 from batch_pipelines.core.errors import InvalidInputError
@@ -94,6 +96,11 @@ class BatchWorkload:
                 f"it has {', '.join(map(str, frame.columns))}",
                 missing=missing,
             )
+        for column in needed:
+            _refuse_blank_values(frame, column, self.id_column)
+        suspects = _invalid_utf8_cells(frame)
+        if suspects:
+            self._refuse_unsendable(frame, suspects)
         ids = frame[self.id_column].map(custom_id_for)
         duplicated = ids[ids.duplicated()].unique().tolist()
         if duplicated:
@@ -105,6 +112,30 @@ class BatchWorkload:
         deadline = (now or datetime.now(UTC)) + self.deadline
         return list(self._iter_requests(frame, ids, deadline))
 
+    def _refuse_unsendable(self, frame: pd.DataFrame, suspects: Mapping[str, np.ndarray]) -> None:
+        """Refuse rows whose request cannot be written as JSON because of a column's invalid text.
+
+        Only rows whose request actually carries the bad text are refused: a column that
+        ``build_request`` does not read may hold anything.
+        """
+        for column, mask in suspects.items():
+            positions = np.flatnonzero(mask)
+            records = cast(list[dict[str, Any]], frame.iloc[positions].to_dict("records"))
+            unsendable = np.zeros(len(frame), dtype=bool)
+            for position, row in zip(positions, records):
+                try:
+                    orjson.dumps(self.build_request(row))
+                except TypeError:
+                    unsendable[position] = True
+            if unsendable.any():
+                raise InvalidInputError(
+                    f"column {column!r} holds text that is not valid UTF-8 (a lone surrogate) in "
+                    f"{int(unsendable.sum())} row(s) ({_row_names(frame, unsendable, self.id_column)}); "
+                    "nothing was sent",
+                    column=column,
+                    rows=int(unsendable.sum()),
+                )
+
     def _iter_requests(self, frame: pd.DataFrame, ids: pd.Series, deadline: datetime) -> Iterator[LLMRequest]:
         # pandas types record keys as Hashable; they are the frame's column labels, read by name.
         records = cast(list[dict[str, Any]], frame.to_dict("records"))
@@ -112,6 +143,63 @@ class BatchWorkload:
             body = dict(self.build_request(row))
             body["model"] = self.model
             yield LLMRequest(custom_id, self.endpoint, self.model, body, Lane.BATCH, deadline)
+
+
+# Rows named in an error message; the count says how many more there are.
+_ROWS_SHOWN = 5
+
+
+def _row_names(frame: pd.DataFrame, mask: np.ndarray, id_column: str) -> str:
+    """'ids t-1, t-7 (and 3 more)' when the id column is usable there, else the frame's row labels."""
+    rows = frame[mask]
+    usable = id_column in rows.columns and bool(rows[id_column].notna().all())
+    labels = [str(v) for v in (rows[id_column] if usable else rows.index)[:_ROWS_SHOWN]]
+    more = len(rows) - len(labels)
+    what = "ids" if usable else "rows"
+    return f"{what} {', '.join(labels)}{f' (and {more} more)' if more else ''}"
+
+
+def _refuse_blank_values(frame: pd.DataFrame, column: str, id_column: str) -> None:
+    """A required column holding None, NaN or an empty string would be sent (and billed) as 'nan' or ''."""
+    values = frame[column]
+    blank = values.isna().to_numpy(dtype=bool)
+    if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
+        blank = blank | values.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+    if blank.any():
+        raise InvalidInputError(
+            f"column {column!r} is empty, None or NaN in {int(blank.sum())} row(s) "
+            f"({_row_names(frame, blank, id_column)}); nothing was sent",
+            column=column,
+            rows=int(blank.sum()),
+        )
+
+
+def _invalid_utf8_cells(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per text column, the rows holding a string that is not valid UTF-8 (a lone surrogate).
+
+    One join-and-encode per column finds out whether any cell is bad; only then are the cells
+    looked at one by one, so the usual clean frame costs one C-speed pass.
+    """
+    found: dict[str, np.ndarray] = {}
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object and not isinstance(values.dtype, pd.StringDtype):
+            continue
+        try:
+            "".join(v for v in values if isinstance(v, str)).encode("utf-8")
+        except UnicodeEncodeError:
+            found[str(column)] = values.map(_not_utf8).to_numpy(dtype=bool)
+    return found
+
+
+def _not_utf8(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def custom_id_for(value: Any) -> str:

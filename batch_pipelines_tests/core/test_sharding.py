@@ -162,3 +162,16 @@ def test_split_shard_keeps_order_and_gives_new_fingerprints(tmp_path):
     assert [h.request_count for h in halves] == [4, 3]
     assert [cid for h in halves for cid in h.custom_ids()] == shard.custom_ids()
     assert len({h.fingerprint for h in halves} | {shard.fingerprint}) == 3
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_body_that_is_not_valid_json_is_an_invalid_input_error_naming_the_request(tmp_path, protocol):
+    """A lone surrogate in a body (sent outside the Dagster layer) is InvalidInputError naming its custom_id."""
+    endpoint = Endpoint.MESSAGES if protocol == "anthropic" else Endpoint.CHAT
+    requests = [
+        LLMRequest(r.custom_id, endpoint, r.model, r.body) for r in (chat(0), chat(1, text="broken \ud800"), chat(2))
+    ]
+    with pytest.raises(InvalidInputError, match="request 'r-1' cannot be sent"):
+        shard_requests(requests, ShardLimits(max_requests=10, max_bytes=10**6), tmp_path, protocol=protocol)
+    with pytest.raises(InvalidInputError, match="'r-1'"):
+        encode_line(requests[1], protocol)

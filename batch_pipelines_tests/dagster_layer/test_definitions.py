@@ -81,6 +81,38 @@ def test_requests_from_frame_names_each_problem():
         workload.requests_from_frame(pd.DataFrame({"id": ["a", "a"], "text": ["x", "y"]}), partition="p")
 
 
+@pytest.mark.parametrize("blank", [None, float("nan"), "", "   ", pd.NA])
+def test_a_blank_required_value_is_refused_naming_its_rows(blank):
+    """None, NaN, pd.NA or an empty string in a required column is refused before any spend, naming the ids."""
+    workload = _workload()
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "text": ["fine", blank, "ok"]}, dtype=object)
+    with pytest.raises(InvalidInputError, match="column 'text' is empty, None or NaN in 1 row\\(s\\) \\(ids b\\)"):
+        workload.requests_from_frame(frame, partition="p")
+
+
+def test_a_missing_id_is_refused_naming_the_row_label():
+    """A None or NaN id would become the custom_id 'None' or 'nan': refused, naming the frame's row label."""
+    workload = _workload()
+    frame = pd.DataFrame({"id": ["a", None, float("nan")], "text": ["x", "y", "z"]}, index=[10, 11, 12])
+    with pytest.raises(InvalidInputError, match="column 'id' is empty, None or NaN in 2 row\\(s\\) \\(rows 11, 12\\)"):
+        workload.requests_from_frame(frame, partition="p")
+
+
+def test_text_that_is_not_utf8_is_refused_naming_row_and_column():
+    """A lone surrogate in a column the request carries is an InvalidInputError naming the id and column."""
+    workload = _workload()
+    frame = pd.DataFrame({"id": ["a", "b"], "text": ["fine", "broken \ud800 text"]}, dtype=object)
+    with pytest.raises(InvalidInputError, match="column 'text' holds text that is not valid UTF-8 .* \\(ids b\\)"):
+        workload.requests_from_frame(frame, partition="p")
+
+
+def test_invalid_text_in_a_column_the_request_never_reads_is_left_alone():
+    """A lone surrogate in a column build_request does not use does not stop the partition."""
+    workload = _workload()
+    frame = pd.DataFrame({"id": ["a"], "text": ["fine"], "notes": ["\udfff"]}, dtype=object)
+    assert len(workload.requests_from_frame(frame, partition="p")) == 1
+
+
 def test_requests_carry_model_deadline_and_safe_ids():
     """Each row becomes a request with the model in its body, a deadline, and a provider-safe id."""
     workload = _workload()

@@ -186,6 +186,24 @@ def test_missing_column_is_named_before_any_call(emu, instance, resource):
     assert sum(emu.stats()["batches_created"].values()) == 0
 
 
+def test_nan_text_and_invalid_utf8_are_refused_before_any_call(emu, instance, resource):
+    """Rows whose text is NaN, or a lone surrogate, fail the submit asset naming the rows; no batch is created."""
+    daily = classification.daily
+
+    @dg.asset(name="dirty_rows", partitions_def=daily)
+    def dirty_rows() -> pd.DataFrame:
+        return pd.DataFrame({"id": ["r0", "r1", "r2"], "text": ["billing", float("nan"), "bad \ud800"]}, dtype=object)
+
+    workload, _ = _tiny_workload("dirty", upstream=dirty_rows)
+    wdefs = batch_workload(workload)
+    defs = dg.Definitions(
+        assets=[dirty_rows, *wdefs.assets], sensors=[wdefs.sensor], resources={"batch_gateway": resource}
+    )
+    with pytest.raises(InvalidPartitionInput, match="column 'text' is empty, None or NaN in 1 row\\(s\\) \\(ids r1\\)"):
+        materialize(defs, instance, [dirty_rows.key, workload.submit_key], DAY, {"batch_gateway": resource})
+    assert sum(emu.stats()["batches_created"].values()) == 0
+
+
 def test_low_success_rate_blocks_downstream(emu, instance, tmp_path):
     """A partition under its success-rate threshold fails the blocking check and its downstream does not run."""
     emu.set_profile({"seed": 3, "item_error_rate": 0.5, "item_error_kinds": {"invalid_request_400": 1}})
