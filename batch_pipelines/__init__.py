@@ -34,6 +34,7 @@ from batch_pipelines.core.usage import Usage
 
 if TYPE_CHECKING:
     from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
+    from batch_pipelines.dagster_layer.deferred import DeferredRouterDefinitions, deferred_router
     from batch_pipelines.dagster_layer.errors import (
         BatchPipelinesFailure,
         BudgetExceeded,
@@ -58,6 +59,8 @@ _LAZY_NAMES = {
     "InvalidOutput": "batch_pipelines.dagster_layer.workload",
     "BatchWorkloadDefinitions": "batch_pipelines.dagster_layer.factory",
     "batch_workload": "batch_pipelines.dagster_layer.factory",
+    "DeferredRouterDefinitions": "batch_pipelines.dagster_layer.deferred",
+    "deferred_router": "batch_pipelines.dagster_layer.deferred",
     "cost_budget_check": "batch_pipelines.dagster_layer.checks",
     "success_rate_check": "batch_pipelines.dagster_layer.checks",
     "BatchPipelinesFailure": "batch_pipelines.dagster_layer.errors",
@@ -96,6 +99,8 @@ __all__ = [
     "LedgerFailure",
     "ProviderFailure",
     "batch_workload",
+    "DeferredRouterDefinitions",
+    "deferred_router",
     "cost_budget_check",
     "success_rate_check",
     # Call-site router (plain Python, no Dagster)

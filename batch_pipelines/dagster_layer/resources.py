@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from batch_pipelines.core.errors import BatchPipelinesError
+from batch_pipelines.core.flush import FlushPolicy
 from batch_pipelines.core.lanes import LanePolicy
 from batch_pipelines.dagster_layer.errors import failure_for
 from batch_pipelines.services.gateway import Gateway
@@ -102,9 +103,9 @@ class BatchGatewayResource(dg.ConfigurableResource):  # type: ignore[type-arg]  
             policy=self.lane_policy.lane_policy(),
         )
 
-    def build_router(self) -> Router:
+    def build_router(self, flush_policy: FlushPolicy = FlushPolicy()) -> Router:
         """A call-site router over this resource's providers, ledger and price book (see ``Router``)."""
-        return Router(self.gateway)
+        return Router(self.gateway, flush_policy=flush_policy)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -30,7 +30,8 @@ from batch_pipelines.core.flush import FlushPolicy, WaitingGroup, flush_due, pla
 from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
 from batch_pipelines.core.turnaround import TurnaroundEstimate
 from batch_pipelines.ledger.deferred import DEFERRED_JOB, DeferredBuffer, FlushRow
-from batch_pipelines.ledger.deferred_schema import FLUSH_SUBMITTED
+from batch_pipelines.ledger.deferred_schema import FLUSH_CLAIMED, FLUSH_COLLECTED, FLUSH_SUBMITTED
+from batch_pipelines.services.deferred_report import WindowReport, merge_reports
 from batch_pipelines.services.gateway import Gateway
 
 # How many recent batches of a model the turnaround estimate looks at.
@@ -208,10 +209,10 @@ class DeferredFlusher:
 
     # -- collect ----------------------------------------------------------------------------
 
-    def collect(self) -> CollectReport:
-        """Poll the deferred batches and reconcile every flush whose batches have all ended."""
+    def collect(self, flush_ids: Collection[str] | None = None) -> CollectReport:
+        """Poll the deferred batches and reconcile every flush (of ``flush_ids``) whose batches all ended."""
         report = CollectReport()
-        submitted = self.buffer.flushes([FLUSH_SUBMITTED])
+        submitted = [f for f in self.buffer.flushes([FLUSH_SUBMITTED]) if flush_ids is None or f.flush_id in flush_ids]
         if not submitted:
             return report
         self.gateway.poll(DEFERRED_JOB)
@@ -234,6 +235,47 @@ class DeferredFlusher:
             elif not result.complete:
                 report.waiting.append(flush.flush_id)
         return report
+
+    def ready_windows(self, window_of: Callable[[datetime], str]) -> dict[str, tuple[str, ...]]:
+        """Windows (``window_of(flush creation time)``) whose open flushes' batches have all ended.
+
+        Maps each to what makes its collection new: its flush ids and their batch ids (a retry
+        batch adds one, so a window whose retries end is collected again).
+        """
+        self.gateway.poll(DEFERRED_JOB)
+        by_window: dict[str, list[FlushRow]] = {}
+        for flush in self.buffer.flushes([FLUSH_CLAIMED, FLUSH_SUBMITTED]):
+            by_window.setdefault(window_of(flush.created_at), []).append(flush)
+        ready: dict[str, tuple[str, ...]] = {}
+        for window, flushes in sorted(by_window.items()):
+            if any(f.state == FLUSH_CLAIMED for f in flushes):
+                continue  # still being sent
+            progress = [self.gateway.progress(DEFERRED_JOB, f.flush_id) for f in flushes]
+            if all(p.all_terminal for p in progress):
+                ready[window] = tuple(sorted(f.flush_id for f in flushes)) + tuple(
+                    sorted(b for p in progress for b in p.batch_ids)
+                )
+        return ready
+
+    def collect_window(self, start: datetime, end: datetime, *, window: str) -> WindowReport:
+        """Collect what has ended, then report the flushes made in [start, end) once all are collected."""
+        self.collect([f.flush_id for f in self.buffer.flushes(since=start) if f.created_at < end])
+        flushes = [f for f in self.buffer.flushes(since=start) if f.created_at < end]
+        ids = tuple(f.flush_id for f in flushes)
+        unfinished = tuple(f.flush_id for f in flushes if f.state != FLUSH_COLLECTED)
+        if not ids or unfinished:
+            return WindowReport(ids, unfinished, None)
+        reports = [
+            self.gateway.reconcile(
+                DEFERRED_JOB,
+                flush_id,
+                rebuild_requests=self._rebuilder(flush_id),
+                worker=self.worker,
+                keep_responses=self.buffer.keep_responses,
+            )
+            for flush_id in ids
+        ]
+        return WindowReport(ids, (), merge_reports(DEFERRED_JOB, window, reports))
 
     # -- deadlines --------------------------------------------------------------------------
 
