@@ -43,7 +43,7 @@ from batch_pipelines.core.requests import Endpoint, LLMRequest
 # ``core.tokens`` loads a 200k-entry vocabulary when imported (seconds, ~100 MB): it is imported
 # only when a shard really needs token counts (a token budget or embedding inputs).
 
-Protocol = Literal["openai", "anthropic"]
+Protocol = Literal["openai", "anthropic", "gemini"]
 
 BYTE_HEADROOM = 0.9
 """Fill shards to this fraction of the vendor's byte cap."""
@@ -58,6 +58,8 @@ _COPY_BLOCK = 1 << 20
 _PROTOCOL_ENDPOINTS: Mapping[str, frozenset[Endpoint]] = {
     "openai": frozenset({Endpoint.CHAT, Endpoint.EMBEDDINGS}),
     "anthropic": frozenset({Endpoint.MESSAGES}),
+    # Gemini shards are written in the OpenAI line shape; its lane rewrites them on upload.
+    "gemini": frozenset({Endpoint.CHAT, Endpoint.EMBEDDINGS}),
 }
 # Every line starts with this, which lets us read the custom_id back without parsing JSON.
 _ID_PREFIX = b'{"custom_id":"'

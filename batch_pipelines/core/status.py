@@ -51,7 +51,7 @@ ANTHROPIC_STATUS: Mapping[str, BatchStatus] = {
     "ended": BatchStatus.COMPLETED,
 }
 
-GEMINI_STATUS: Mapping[str, BatchStatus] = {
+_GEMINI_BATCH_STATES: Mapping[str, BatchStatus] = {
     "BATCH_STATE_UNSPECIFIED": BatchStatus.VALIDATING,
     "BATCH_STATE_PENDING": BatchStatus.VALIDATING,
     "BATCH_STATE_RUNNING": BatchStatus.IN_PROGRESS,
@@ -59,6 +59,12 @@ GEMINI_STATUS: Mapping[str, BatchStatus] = {
     "BATCH_STATE_FAILED": BatchStatus.FAILED,
     "BATCH_STATE_CANCELLED": BatchStatus.CANCELLED,
     "BATCH_STATE_EXPIRED": BatchStatus.EXPIRED,
+}
+
+# google-genai renames BATCH_STATE_* to JOB_STATE_* and Google's guide shows only those: accept both.
+GEMINI_STATUS: Mapping[str, BatchStatus] = {
+    **_GEMINI_BATCH_STATES,
+    **{"JOB_STATE_" + k.removeprefix("BATCH_STATE_"): v for k, v in _GEMINI_BATCH_STATES.items()},
 }
 
 VENDOR_TABLES: Mapping[str, Mapping[str, BatchStatus]] = {

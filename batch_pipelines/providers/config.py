@@ -1,13 +1,15 @@
 """The provider registry: which provider serves a model, where it lives, and its limits.
 
 Switching a workload from the emulator to a real vendor is a change here and nowhere else:
-every provider is a wire protocol (``openai`` or ``anthropic``), a base URL, the *name* of the
+every provider is a wire protocol (``openai``, ``anthropic`` or ``gemini``), a base URL, the *name* of the
 environment variable holding its key, its batch caps, its rate limits and its timeouts.
 
 Base URLs follow the official SDKs: an OpenAI-compatible base URL ends in ``/v1``
 (``https://api.openai.com/v1``, ``http://localhost:8000/v1`` for vLLM,
 ``https://generativelanguage.googleapis.com/v1beta/openai`` for Gemini), while Anthropic's is
-the bare host (``https://api.anthropic.com``).
+the bare host (``https://api.anthropic.com``), and so is Gemini's native API's
+(``https://generativelanguage.googleapis.com``: its paths start ``/v1beta`` and, for uploads,
+``/upload/v1beta``).
 
 A model entry is an exact name or a shell-style pattern (``claude-*``, ``*``). An exact name
 wins over any pattern; among patterns the most specific (most literal characters) wins.
@@ -28,7 +30,7 @@ from batch_pipelines.core.config_files import load_yaml_file
 from batch_pipelines.core.errors import ConfigError, UnknownModelError
 from batch_pipelines.core.quantities import parse_token_count
 
-Protocol = Literal["openai", "anthropic"]
+Protocol = Literal["openai", "anthropic", "gemini"]
 
 # Vendor defaults (PROVIDERS.md). Decimal megabytes: the smaller reading of "200 MB" is the safe one.
 OPENAI_MAX_REQUESTS = 50_000
@@ -36,6 +38,11 @@ OPENAI_MAX_BYTES = 200_000_000
 OPENAI_MAX_EMBEDDING_INPUTS = 50_000
 ANTHROPIC_MAX_REQUESTS = 100_000
 ANTHROPIC_MAX_BYTES = 256_000_000
+# Gemini: an input file holds up to 2 GB; Google documents no request count per batch, so we
+# keep OpenAI's 50,000 (a batch's results are one file we stream, and shards stay comparable).
+GEMINI_MAX_REQUESTS = 50_000
+GEMINI_MAX_BYTES = 2_000_000_000
+GEMINI_NATIVE_BASE_URL = "https://generativelanguage.googleapis.com"
 
 _BYTE_UNITS = {
     "": 1,
@@ -129,6 +136,9 @@ class BatchCaps(_Model):
         if protocol == "anthropic":
             # Anthropic has no embeddings endpoint, so no embedding-input cap applies.
             return cls(max_requests=ANTHROPIC_MAX_REQUESTS, max_bytes=ANTHROPIC_MAX_BYTES, max_embedding_inputs=None)
+        if protocol == "gemini":
+            # One input per embedding line: the request cap already bounds the inputs.
+            return cls(max_requests=GEMINI_MAX_REQUESTS, max_bytes=GEMINI_MAX_BYTES, max_embedding_inputs=None)
         return cls()
 
     def token_budget_for(self, model: str) -> int | None:
@@ -228,7 +238,8 @@ class ProviderConfig(_Model):
     def _default_caps(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("caps") is None:
             protocol = data.get("protocol")
-            return {**data, "caps": BatchCaps.defaults_for(protocol if protocol == "anthropic" else "openai")}
+            known: Protocol = "anthropic" if protocol == "anthropic" else "gemini" if protocol == "gemini" else "openai"
+            return {**data, "caps": BatchCaps.defaults_for(known)}
         return data
 
     def resolve_api_key(self) -> str:
@@ -258,6 +269,11 @@ PRESETS: dict[str, dict[str, str]] = {
     "openai": {"protocol": "openai", "base_url": "https://api.openai.com/v1"},
     "anthropic": {"protocol": "anthropic", "base_url": "https://api.anthropic.com"},
     "gemini": {"protocol": "openai", "base_url": "https://generativelanguage.googleapis.com/v1beta/openai"},
+}
+# What a provider that names its protocol gets when its name's preset speaks another one:
+# `gemini: {protocol: gemini}` is Google's native API, not the OpenAI-compatible surface.
+PROTOCOL_PRESETS: dict[str, dict[str, str]] = {
+    "gemini": {"protocol": "gemini", "base_url": GEMINI_NATIVE_BASE_URL},
 }
 
 
@@ -373,7 +389,11 @@ class ProviderRegistry:
                     "put it in the environment variable named by api_key_env instead",
                     provider=name,
                 )
-            merged = {**PRESETS.get(name, {}), **entry}
+            preset = PRESETS.get(name, {})
+            protocol = entry.get("protocol")
+            if protocol is not None and protocol != preset.get("protocol"):
+                preset = dict(PROTOCOL_PRESETS.get(protocol, {}))
+            merged = {**preset, **entry}
             try:
                 providers.append(ProviderConfig.model_validate(merged))
             except ValidationError as exc:
@@ -391,9 +411,10 @@ class ProviderRegistry:
 
     @classmethod
     def for_emulator(cls, base_url: str, api_key: str = "emulator", **overrides: Any) -> ProviderRegistry:
-        """The bundled emulator: OpenAI protocol for every model but ``claude-*``, Anthropic for those.
+        """The bundled emulator: Anthropic's protocol for ``claude-*``, Gemini's native one for
+        ``gemini-*``, OpenAI's for every other model.
 
-        ``overrides`` (caps, rate_limits, timeouts, ...) apply to both providers.
+        ``overrides`` (caps, rate_limits, timeouts, ...) apply to every provider.
         """
         root = base_url.rstrip("/")
         common = {"api_key_env": "BATCH_PIPELINES_EMULATOR_KEY", "api_key": api_key, **overrides}
@@ -405,5 +426,6 @@ class ProviderRegistry:
                 ProviderConfig(
                     name="emulator-anthropic", protocol="anthropic", base_url=root, models=["claude-*"], **common
                 ),
+                ProviderConfig(name="emulator-gemini", protocol="gemini", base_url=root, models=["gemini-*"], **common),
             ]
         )

@@ -28,6 +28,8 @@ def auth_headers(config: ProviderConfig) -> dict[str, str]:
     key = config.resolve_api_key()
     if config.protocol == "anthropic":
         headers = {"x-api-key": key, "anthropic-version": config.anthropic_version}
+    elif config.protocol == "gemini":
+        headers = {"x-goog-api-key": key}
     else:
         headers = {"Authorization": f"Bearer {key}"}
     return {"User-Agent": USER_AGENT, **headers, **config.extra_headers}

@@ -13,6 +13,8 @@ from batch_pipelines.core.errors import ConfigError
 from batch_pipelines.providers.anthropic_batch import AnthropicBatchLane
 from batch_pipelines.providers.anthropic_sync import AnthropicSyncLane
 from batch_pipelines.providers.batch_lane import BatchLane
+from batch_pipelines.providers.gemini_batch import GeminiBatchLane
+from batch_pipelines.providers.gemini_sync import GeminiSyncLane
 from batch_pipelines.providers.openai_batch import OpenAIBatchLane
 from batch_pipelines.providers.openai_sync import OpenAISyncLane
 from batch_pipelines.providers.sync_lane import SyncLane
@@ -29,6 +31,7 @@ class LaneClasses:
 LANES: Mapping[str, LaneClasses] = {
     "openai": LaneClasses(sync=OpenAISyncLane, batch=OpenAIBatchLane),
     "anthropic": LaneClasses(sync=AnthropicSyncLane, batch=AnthropicBatchLane),
+    "gemini": LaneClasses(sync=GeminiSyncLane, batch=GeminiBatchLane),
 }
 
 

@@ -27,8 +27,9 @@ import pyarrow as pa
 
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
 from batch_pipelines.core.usage import ZERO_USAGE, Usage
+from batch_pipelines.providers.gemini_results import line_outcome as gemini_line_outcome
 
-Protocol = Literal["openai", "anthropic"]
+Protocol = Literal["openai", "anthropic", "gemini"]
 MAX_REASON_CHARS = 500
 _MAX_EXAMPLES = 20
 
@@ -262,7 +263,7 @@ def anthropic_line_outcome(line: dict[str, Any], default_model: str | None) -> I
     return None
 
 
-_LINE_PARSERS = {"openai": openai_line_outcome, "anthropic": anthropic_line_outcome}
+_LINE_PARSERS = {"openai": openai_line_outcome, "anthropic": anthropic_line_outcome, "gemini": gemini_line_outcome}
 
 
 def missing_reason(report: ParseReport) -> str:

@@ -144,16 +144,32 @@ class _ShardSubmitter:
         self.hook = hook
 
     def submit(self, shard: Shard) -> list[BatchInfo]:
-        try:
-            return [self._submit_one(shard)]
-        except QueueFullError:
-            if shard.request_count < 2 * MIN_SPLIT_REQUESTS:
-                raise
-            # The queue cannot take this shard whole: try its halves (each its own intent).
-            infos: list[BatchInfo] = []
-            for piece in split_shard(shard, 2):
-                infos.extend(self.submit(piece))
-            return infos
+        pieces = self._pieces_of_earlier_split(shard)
+        if pieces is None:
+            try:
+                return [self._submit_one(shard)]
+            except QueueFullError:
+                if shard.request_count < 2 * MIN_SPLIT_REQUESTS:
+                    raise
+                # The queue cannot take this shard whole: try its halves (each its own intent).
+                pieces = split_shard(shard, 2)
+        infos: list[BatchInfo] = []
+        for piece in pieces:
+            infos.extend(self.submit(piece))
+        return infos
+
+    def _pieces_of_earlier_split(self, shard: Shard) -> list[Shard] | None:
+        """The halves an earlier run already submitted this shard as, after a queue refused it whole.
+
+        A resumed submit must go on with those halves: a queue with room again would otherwise take
+        the whole shard, and the items its halves already sent would be paid for twice.
+        """
+        intent = self.ledger.get_intent(intent_key_for(self.job, self.partition, self.round, shard.fingerprint))
+        if intent is None or intent.vendor_batch_id or shard.request_count < 2 * MIN_SPLIT_REQUESTS:
+            return None
+        pieces = split_shard(shard, 2)
+        keys = [intent_key_for(self.job, self.partition, self.round, piece.fingerprint) for piece in pieces]
+        return pieces if any(self.ledger.get_intent(key) is not None for key in keys) else None
 
     def _submit_one(self, shard: Shard) -> BatchInfo:
         ledger, lane, hook = self.ledger, self.lane, self.hook

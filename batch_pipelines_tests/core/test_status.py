@@ -37,6 +37,8 @@ GEMINI_CASES = [
     ("BATCH_STATE_CANCELLED", BatchStatus.CANCELLED, True),
     ("BATCH_STATE_EXPIRED", BatchStatus.EXPIRED, True),
 ]
+# google-genai and Google's guide spell the same states JOB_STATE_*.
+GEMINI_CASES += [(value.replace("BATCH_STATE_", "JOB_STATE_"), *rest) for value, *rest in GEMINI_CASES]
 
 
 @pytest.mark.parametrize(

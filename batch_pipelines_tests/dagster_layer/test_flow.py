@@ -126,15 +126,20 @@ def test_embeddings_are_fixed_size_float32_vectors(emu, instance, resource):
 
 
 def test_evals_add_aggregate_metrics(emu, instance, resource):
-    """The evals results carry mean score and pass rate beside the standard metadata."""
+    """The evals (gemini-3-flash, on Gemini's native batch protocol) carry mean score and pass rate beside the
+    standard metadata, with tokens under the gemini protocol."""
     defs = build_definitions(resource)
     wdefs = evals.defs
+    created = emu.stats()["batches_created"].get("gemini", 0)
     assert _submit(defs, instance, resource, wdefs.workload, DAY, rows=30).success
+    assert emu.stats()["batches_created"]["gemini"] == created + 1, "the evals went to Gemini's native batch API"
     _drive_to_results(defs, instance, resource, emu, wdefs, DAY)
     meta = latest_metadata(instance, wdefs.workload.results_key, DAY)
-    assert meta["eval_cases_scored"] == meta[keys.outcome_count("succeeded")]
+    assert meta["eval_cases_scored"] == meta[keys.outcome_count("succeeded")] == 30
     assert 1.0 <= meta["eval_mean_score"] <= 5.0
     assert 0.0 <= meta["eval_pass_rate"] <= 1.0
+    assert meta[keys.token_key("gemini", "gemini-3-flash", "prompt_tokens")] > 0
+    assert meta[keys.COST_USD] > 0
 
 
 def _tiny_workload(name: str, **overrides) -> tuple[BatchWorkload, dg.AssetsDefinition]:

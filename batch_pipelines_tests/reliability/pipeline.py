@@ -37,6 +37,7 @@ from batch_pipelines.services.gateway import Gateway, ReconcileReport
 
 OPENAI_MODEL = "gpt-5.4-mini"
 ANTHROPIC_MODEL = "claude-sonnet-4.6"
+GEMINI_MODEL = "gemini-3-flash"  # Gemini's native protocol; requests stay in the OpenAI chat shape
 TERMINAL = frozenset(k.value for k in OutcomeKind)
 # A lane policy for tests: the sync lane is quick (the emulator answers at once) and the margins
 # are those of production, so deadlines play out on the virtual clock as they would for real.
@@ -115,7 +116,7 @@ def build_gateway(
 def make_requests(
     n: int, *, model: str = OPENAI_MODEL, deadline: datetime | None = None, prefix: str = "item"
 ) -> list[LLMRequest]:
-    """``n`` small classification requests (OpenAI chat or Anthropic messages by model)."""
+    """``n`` small classification requests (Anthropic messages for claude-*, else the OpenAI chat shape)."""
     anthropic = model.startswith("claude")
     requests = []
     for i in range(n):
@@ -271,7 +272,10 @@ def emulator_cost(scenario: Scenario, stats_after: dict[str, Any] | None = None)
 
 
 def vendor_batches_by_intent(scenario: Scenario) -> Counter:
-    """OpenAI: how many vendor batches carry each of this job's intent keys (from the list endpoint)."""
+    """How many vendor batches carry each of this job's intent keys (from the vendor's list endpoint):
+    OpenAI in metadata, Gemini as the display name."""
+    if scenario.model.startswith("gemini"):
+        return _gemini_batches_by_intent(scenario)
     counts: Counter = Counter()
     with httpx.Client(
         base_url=scenario.emu.openai_base_url, headers={"Authorization": f"Bearer {scenario.emu.api_key}"}
@@ -293,6 +297,29 @@ def vendor_batches_by_intent(scenario: Scenario) -> Counter:
             if not page.get("has_more"):
                 return counts
             after = page["last_id"]
+
+
+def _gemini_batches_by_intent(scenario: Scenario) -> Counter:
+    intents = {i.intent_key for i in scenario.gateway.ledger.intents(scenario.job, scenario.partition)}
+    counts: Counter = Counter()
+    with httpx.Client(base_url=scenario.emu.base_url, headers={"x-goog-api-key": scenario.emu.api_key}) as http:
+        token = None
+        while True:
+            params: dict[str, Any] = {"pageSize": 100}
+            if token:
+                params["pageToken"] = token
+            for _ in range(50):  # the profile may inject 5xx on this route too
+                response = http.get("/v1beta/batches", params=params)
+                if response.status_code < 500:
+                    break
+            page = response.raise_for_status().json()
+            for operation in page.get("operations", []):
+                name = operation["metadata"].get("displayName")
+                if name in intents:
+                    counts[name] += 1
+            token = page.get("nextPageToken")
+            if not token:
+                return counts
 
 
 def assert_invariants(

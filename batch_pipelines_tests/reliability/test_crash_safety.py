@@ -13,6 +13,7 @@ from batch_pipelines.services.submit import SUBMIT_STEPS, submit_partition
 from batch_pipelines_tests.reliability.conftest import with_profile
 from batch_pipelines_tests.reliability.pipeline import (
     ANTHROPIC_MODEL,
+    GEMINI_MODEL,
     OPENAI_MODEL,
     assert_invariants,
     build_gateway,
@@ -36,10 +37,13 @@ def _resume(scenario, emu, vtime, tmp_path, **options):
     return scenario
 
 
-# Anthropic sends requests inline: it has no upload steps.
-_SUBMIT_CRASHES = [(s, OPENAI_MODEL) for s in SUBMIT_STEPS] + [
-    (s, ANTHROPIC_MODEL) for s in SUBMIT_STEPS if s not in ("uploaded", "upload_recorded")
-]
+# Anthropic sends requests inline: it has no upload steps. Gemini uploads a file and finds its
+# batch again by display name.
+_SUBMIT_CRASHES = (
+    [(s, OPENAI_MODEL) for s in SUBMIT_STEPS]
+    + [(s, ANTHROPIC_MODEL) for s in SUBMIT_STEPS if s not in ("uploaded", "upload_recorded")]
+    + [(s, GEMINI_MODEL) for s in SUBMIT_STEPS]
+)
 
 
 @pytest.mark.parametrize(("step", "model"), _SUBMIT_CRASHES)
@@ -105,14 +109,14 @@ def _reconcile(scenario, worker):
     )
 
 
-@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL])
+@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL, GEMINI_MODEL])
 def test_crash_mid_download_resumes(emu, vtime, tmp_path, model):
     """Killed while downloading the results, the next run (another worker) collects them once."""
     scenario = _partition_with_retries(
         emu, vtime, tmp_path, model, item_error_rate=0.2, item_error_kinds={"server_error_500": 1}
     )
     lane = scenario.gateway.client_for_model(model).batch
-    _crash_once(lane, "download" if model == OPENAI_MODEL else "download_results")
+    _crash_once(lane, "download_results" if model == ANTHROPIC_MODEL else "download")
     with pytest.raises(Crash):
         _reconcile(scenario, "run-1")
     _resume(scenario, emu, vtime, tmp_path)
@@ -122,10 +126,11 @@ def test_crash_mid_download_resumes(emu, vtime, tmp_path, model):
     assert assert_invariants(scenario) == {"succeeded": 30}
 
 
-def test_crash_after_recording_outcomes_before_marking_reconciled(emu, vtime, tmp_path):
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
+def test_crash_after_recording_outcomes_before_marking_reconciled(emu, vtime, tmp_path, model):
     """Killed after the outcomes are in the ledger, the replay records nothing twice."""
     scenario = _partition_with_retries(
-        emu, vtime, tmp_path, item_error_rate=0.2, item_error_kinds={"server_error_500": 1}
+        emu, vtime, tmp_path, model, item_error_rate=0.2, item_error_kinds={"server_error_500": 1}
     )
     _crash_once(scenario.gateway.ledger, "mark_batch_reconciled")
     with pytest.raises(Crash):
@@ -157,10 +162,11 @@ def test_crash_mid_sync_retry_releases_and_resumes(emu, vtime, tmp_path):
     assert all(i.attempts <= 2 for i in scenario.gateway.ledger.iter_items(scenario.job, scenario.partition))
 
 
-def test_crash_between_mark_for_retry_and_resubmit(emu, vtime, tmp_path):
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
+def test_crash_between_mark_for_retry_and_resubmit(emu, vtime, tmp_path, model):
     """Killed after items went back to pending for a retry, the next run sends them again."""
     scenario = _partition_with_retries(
-        emu, vtime, tmp_path, item_error_rate=0.3, item_error_kinds={"server_error_500": 1}
+        emu, vtime, tmp_path, model, item_error_rate=0.3, item_error_kinds={"server_error_500": 1}
     )
     gateway = scenario.gateway
     _crash_once(gateway.ledger, "mark_for_retry", after_call=True)
@@ -234,15 +240,16 @@ def test_two_workers_reconcile_the_same_partition_once(emu, vtime, tmp_path):
     gateways[1].close()
 
 
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
 @pytest.mark.parametrize("step", ["created", "recorded"])
-def test_crash_inside_a_retry_round_resumes_without_a_second_batch(emu, vtime, tmp_path, monkeypatch, step):
+def test_crash_inside_a_retry_round_resumes_without_a_second_batch(emu, vtime, tmp_path, monkeypatch, step, model):
     """Killed after a retry batch was created but before its items were assigned, the next run re-attaches to it."""
     from batch_pipelines.core.lanes import LanePolicy
     from batch_pipelines.services import retry_rounds as retry_rounds_module
 
     policy = LanePolicy(sync_remainder_threshold=0)  # every retry goes out as a new batch
     with_profile(emu, item_error_rate=0.3, item_error_kinds={"server_error_500": 1})
-    scenario = start(emu, build_gateway(emu, tmp_path, vtime, policy=policy), vtime, make_requests(30))
+    scenario = start(emu, build_gateway(emu, tmp_path, vtime, policy=policy), vtime, make_requests(30, model=model))
     submit(scenario)
     vtime.advance(3600)
     scenario.gateway.poll(scenario.job)

@@ -14,6 +14,7 @@ from batch_pipelines.core.status import BatchStatus
 from batch_pipelines_tests.reliability.conftest import with_profile
 from batch_pipelines_tests.reliability.pipeline import (
     ANTHROPIC_MODEL,
+    GEMINI_MODEL,
     OPENAI_MODEL,
     TEST_POLICY,
     assert_invariants,
@@ -38,7 +39,7 @@ def _assert_failures_are_final(scenario):
             assert verdict is not RetryVerdict.RETRY, (item.custom_id, item.status, item.attempts, item.status_code)
 
 
-@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL])
+@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL, GEMINI_MODEL])
 def test_mixed_item_errors(emu, vtime, gateway, model):
     """5% item errors of mixed kinds: 5xx/429 lines are retried to success, 400s fail with the vendor's reason."""
     with_profile(emu, item_error_rate=0.05, seed=11)
@@ -50,7 +51,7 @@ def test_mixed_item_errors(emu, vtime, gateway, model):
     assert any(i.attempts == 2 and i.status == "succeeded" for i in items), "a transient line error was retried"
 
 
-@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL])
+@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL, GEMINI_MODEL])
 def test_expired_batch_harvests_partial_output(emu, vtime, gateway, model):
     """An expired batch with 30% unfinished: finished lines are kept, only the unfinished 30% are retried."""
     with_profile(emu, expire_rate=1.0, unfinished_at_expiry=0.3)
@@ -67,7 +68,7 @@ def test_expired_batch_harvests_partial_output(emu, vtime, gateway, model):
     assert scenario.reports[0].retried_on_sync == 12
 
 
-@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL])
+@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL, GEMINI_MODEL])
 def test_cancel_in_flight(emu, vtime, gateway, model):
     """A batch cancelled by someone mid-run: what it finished is salvaged, the rest is retried once."""
     with_profile(emu, batch_completion_seconds=1000, cancel_seconds=600)
@@ -85,10 +86,11 @@ def test_cancel_in_flight(emu, vtime, gateway, model):
     assert 0 < attempts.count(1) < 40 and attempts.count(1) + attempts.count(2) == 40
 
 
-def test_all_lines_failed(emu, vtime, gateway):
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
+def test_all_lines_failed(emu, vtime, gateway, model):
     """Every line fails: 400s end failed with the vendor's reason, 5xx/429 are retried on the sync lane."""
     with_profile(emu, all_lines_fail=True, seed=5)
-    scenario = run_partition(emu, gateway, vtime, make_requests(40))
+    scenario = run_partition(emu, gateway, vtime, make_requests(40, model=model))
     counts = assert_invariants(scenario)
     _assert_failures_are_final(scenario)
     items = _items(scenario).values()
@@ -112,10 +114,11 @@ def test_token_limit_exceeded_delays_without_spending_attempts(emu, vtime, gatew
     assert statuses.count(BatchStatus.FAILED) >= 1 and statuses.count(BatchStatus.COMPLETED) >= 2
 
 
-def test_missing_lines_are_retried(emu, vtime, gateway):
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
+def test_missing_lines_are_retried(emu, vtime, gateway, model):
     """Lines absent from the output file become missing and are retried to success."""
     with_profile(emu, missing_line_rate=0.15, seed=3)
-    scenario = run_partition(emu, gateway, vtime, make_requests(40))
+    scenario = run_partition(emu, gateway, vtime, make_requests(40, model=model))
     counts = assert_invariants(scenario)
     assert counts == {"succeeded": 40}
     assert any(i.attempts == 2 for i in _items(scenario).values())
@@ -145,7 +148,7 @@ def test_malformed_output_line_anthropic_cost_gap_is_exactly_the_unreadable_line
     assert recorded + unseen == emulator_cost(scenario)
 
 
-@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL])
+@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL, GEMINI_MODEL])
 def test_429_bursts_and_5xx_on_every_route(emu, vtime, gateway, model):
     """5xx on file and batch routes, 429 bursts and 5xx on the sync lane: retried through, nothing lost or doubled."""
     with_profile(
@@ -162,21 +165,51 @@ def test_429_bursts_and_5xx_on_every_route(emu, vtime, gateway, model):
     assert counts == {"succeeded": 40}
 
 
-def test_download_cut_mid_stream(emu, vtime, gateway):
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
+def test_download_cut_mid_stream(emu, vtime, gateway, model):
     """A results download cut part-way resumes with Range and reconciles every line once."""
     with_profile(emu, download_drop_after_bytes=700)
-    scenario = run_partition(emu, gateway, vtime, make_requests(40))
+    scenario = run_partition(emu, gateway, vtime, make_requests(40, model=model))
     counts = assert_invariants(scenario)
     assert counts == {"succeeded": 40}
     assert all(i.attempts == 1 for i in _items(scenario).values())
 
 
-def test_sync_retries_use_every_attempt_the_policy_allows(emu, vtime, gateway):
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
+def test_sync_retries_use_every_attempt_the_policy_allows(emu, vtime, gateway, model):
     """Items that keep failing 5xx on the sync lane are retried in the same run until max_attempts, then fail."""
     with_profile(emu, item_error_rate=0.3, item_error_kinds={"server_error_500": 1}, sync_5xx_rate=1.0, seed=4)
-    scenario = run_partition(emu, gateway, vtime, make_requests(30))
+    scenario = run_partition(emu, gateway, vtime, make_requests(30, model=model))
     counts = assert_invariants(scenario, check_cost=False)
     _assert_failures_are_final(scenario)
     failed = [i for i in _items(scenario).values() if i.status == "failed"]
     assert failed and counts["failed"] == len(failed)
     assert {(i.attempts, i.status_code) for i in failed} == {(TEST_POLICY.max_attempts, 500)}
+
+
+def test_gemini_full_queue_refuses_the_create_and_spends_no_attempt(emu, vtime, gateway):
+    """Gemini refuses a create over the enqueued-token limit with 429: the work goes in smaller batches, no
+    attempt spent."""
+    with_profile(emu, enqueued_token_limits={GEMINI_MODEL: 900})
+    scenario = start(emu, gateway, vtime, make_requests(40, model=GEMINI_MODEL))
+    submit(scenario)
+    drive(scenario, step_seconds=600)
+    counts = assert_invariants(scenario)
+    assert counts == {"succeeded": 40}
+    assert all(i.attempts == 1 for i in _items(scenario).values()), "a queue refusal spends no attempt"
+    statuses = [b.status for b in gateway.ledger.batches(scenario.job, scenario.partition)]
+    assert len(statuses) >= 2 and set(statuses) == {BatchStatus.COMPLETED}, "the refused work went in pieces"
+
+
+def test_gemini_malformed_output_line_is_retried(emu, vtime, gateway):
+    """A Gemini result line cut short is retried; Gemini reports no batch usage totals, so like Anthropic
+    the only cost the ledger cannot see is that of the cut lines."""
+    with_profile(emu, malformed_output_lines=2)
+    scenario = run_partition(emu, gateway, vtime, make_requests(30, model=GEMINI_MODEL))
+    assert assert_invariants(scenario, check_cost=False) == {"succeeded": 30}
+    retried = [i for i in _items(scenario).values() if i.attempts == 2]
+    assert len(retried) == 2
+    book = gateway.price_book
+    unseen = sum(book.cost(GEMINI_MODEL, i.usage, Lane.BATCH).cost_usd for i in retried)
+    recorded = gateway.ledger.partition_totals(scenario.job, scenario.partition).cost_usd
+    assert recorded + unseen == emulator_cost(scenario)
