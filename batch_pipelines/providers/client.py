@@ -16,7 +16,6 @@ import httpx
 
 from batch_pipelines.providers.batch_lane import BatchLane
 from batch_pipelines.providers.config import ProviderConfig, ProviderRegistry
-from batch_pipelines.providers.gemini_sync import GeminiSyncLane
 from batch_pipelines.providers.http import build_http_client
 from batch_pipelines.providers.lanes import lanes_for
 from batch_pipelines.providers.ratelimit import RateLimiters
