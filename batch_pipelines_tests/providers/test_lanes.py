@@ -67,7 +67,7 @@ def test_every_configurable_protocol_has_both_lanes_speaking_it():
 
 def test_an_unknown_protocol_is_a_config_error_naming_the_provider():
     """Looking up lanes for a protocol nobody wrote names the provider and the known protocols."""
-    with pytest.raises(ConfigError, match=r"'gemini-test'.*'native'.*anthropic, openai"):
+    with pytest.raises(ConfigError, match=r"'gemini-test'.*'native'.*anthropic, gemini, openai"):
         lanes_for("native", provider="gemini-test")
 
 
