@@ -24,6 +24,7 @@ def test_example_provider_registry_routes_every_family(monkeypatch):
         "deepseek-v3.2": "deepseek-via-aggregator",
     }
     assert routes["claude-sonnet-4.6"].protocol == "anthropic"
+    assert (routes["gemini-3-flash"].protocol, routes["gemini-3-flash"].api_key_env) == ("gemini", "GEMINI_API_KEY")
     monkeypatch.setenv("AGGREGATOR_API_KEY", "sk-test")
     assert routes["deepseek-v3.2"].resolve_api_key() == "sk-test"
 
