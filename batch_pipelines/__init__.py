@@ -20,11 +20,13 @@ from batch_pipelines.core.errors import (
     BudgetExceededError,
     ConfigError,
     InvalidInputError,
+    InvalidOutput,
     LedgerError,
     MalformedResponseError,
     ProviderError,
     QueueFullError,
     UnknownModelError,
+    WorkloadError,
 )
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
 from batch_pipelines.core.pricing import CostBreakdown, Discounts, ModelPrice, PriceBook, Rates
@@ -42,10 +44,11 @@ if TYPE_CHECKING:
         InvalidPartitionInput,
         LedgerFailure,
         ProviderFailure,
+        WorkloadFailure,
     )
     from batch_pipelines.dagster_layer.factory import BatchWorkloadDefinitions, batch_workload
     from batch_pipelines.dagster_layer.resources import BatchGatewayResource, LanePolicyConfig
-    from batch_pipelines.dagster_layer.workload import BatchWorkload, InvalidOutput
+    from batch_pipelines.dagster_layer.workload import BatchWorkload
     from batch_pipelines.services.router import CallResult, DeferredCall, Router
 
 # Public name -> the module that defines it, imported on first use.
@@ -56,7 +59,6 @@ _LAZY_NAMES = {
     "BatchGatewayResource": "batch_pipelines.dagster_layer.resources",
     "LanePolicyConfig": "batch_pipelines.dagster_layer.resources",
     "BatchWorkload": "batch_pipelines.dagster_layer.workload",
-    "InvalidOutput": "batch_pipelines.dagster_layer.workload",
     "BatchWorkloadDefinitions": "batch_pipelines.dagster_layer.factory",
     "batch_workload": "batch_pipelines.dagster_layer.factory",
     "DeferredRouterDefinitions": "batch_pipelines.dagster_layer.deferred",
@@ -69,6 +71,7 @@ _LAZY_NAMES = {
     "InvalidPartitionInput": "batch_pipelines.dagster_layer.errors",
     "LedgerFailure": "batch_pipelines.dagster_layer.errors",
     "ProviderFailure": "batch_pipelines.dagster_layer.errors",
+    "WorkloadFailure": "batch_pipelines.dagster_layer.errors",
 }
 
 
@@ -98,6 +101,7 @@ __all__ = [
     "LanePolicyConfig",
     "LedgerFailure",
     "ProviderFailure",
+    "WorkloadFailure",
     "batch_workload",
     "DeferredRouterDefinitions",
     "deferred_router",
@@ -132,4 +136,5 @@ __all__ = [
     "TERMINAL_STATUSES",
     "UnknownModelError",
     "Usage",
+    "WorkloadError",
 ]

@@ -5,6 +5,8 @@
      ├── UnknownModelError         a model no price book or provider knows (lists the known ones)
      ├── InvalidInputError         a request or partition that cannot be sent (names the problem)
      ├── BudgetExceededError       the estimated cost breaks the budget; nothing was sent
+     ├── InvalidOutput             raised by a workload's parser: the model's answer breaks its contract
+     ├── WorkloadError             the workload's own code failed (a bug): the run stops, nothing is re-bought
      ├── ProviderError             the vendor answered with an error we could not retry away
      │    ├── MalformedResponseError  the vendor's payload did not have the documented shape
      │    └── QueueFullError          enqueued-token limit / 429 on create: wait or split, no retry spent
@@ -49,6 +51,24 @@ class InvalidInputError(BatchPipelinesError):
 
 class BudgetExceededError(BatchPipelinesError):
     """The estimated cost is above the budget; nothing was sent."""
+
+
+class InvalidOutput(BatchPipelinesError):
+    """Raised by a workload's ``parse_response``: the model's answer breaks the output contract.
+
+    The only exception a parser may raise to say "this answer is unusable": the item becomes
+    ``invalid_output`` and is asked again (up to ``max_invalid_output_attempts``). Any other
+    exception from a parser is a bug in the workload (``WorkloadError``), never paid for again.
+    """
+
+
+class WorkloadError(BatchPipelinesError):
+    """The workload's own code raised (a ``KeyError`` in ``parse_response``, say): a bug to fix.
+
+    The run fails with the item and the traceback; nothing is sent again for it. Batch answers
+    stay at the vendor and are collected once the code is fixed; sync answers already paid
+    for are recorded as ``failed`` (``workload_error``) so their cost is not lost.
+    """
 
 
 class ProviderError(BatchPipelinesError):

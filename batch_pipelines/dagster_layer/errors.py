@@ -9,6 +9,7 @@ ledger that contradicts itself is never reported as the provider's fault:
      ├── ConfigError (UnknownModelError)  -> ConfigurationFailure  (not retried: fix the config)
      ├── InvalidInputError         -> InvalidPartitionInput        (not retried: fix the rows)
      ├── BudgetExceededError       -> BudgetExceeded               (not retried: raise the budget)
+     ├── WorkloadError             -> WorkloadFailure              (not retried: fix the workload's code)
      ├── ProviderError (and its subclasses) -> ProviderFailure     (Dagster's run retries may help)
      └── LedgerError               -> LedgerFailure
 """
@@ -26,6 +27,7 @@ from batch_pipelines.core.errors import (
     InvalidInputError,
     LedgerError,
     ProviderError,
+    WorkloadError,
 )
 
 
@@ -61,6 +63,12 @@ class BudgetExceeded(BatchPipelinesFailure):
     allow_retries_by_default = False
 
 
+class WorkloadFailure(BatchPipelinesFailure):
+    """The workload's own code raised (parse_response): the item and traceback are in the metadata."""
+
+    allow_retries_by_default = False
+
+
 class ProviderFailure(BatchPipelinesFailure):
     """The provider refused or failed in a way retries could not fix."""
 
@@ -74,6 +82,7 @@ _FAILURE_FOR: tuple[tuple[type[BatchPipelinesError], type[BatchPipelinesFailure]
     (ConfigError, ConfigurationFailure),
     (InvalidInputError, InvalidPartitionInput),
     (BudgetExceededError, BudgetExceeded),
+    (WorkloadError, WorkloadFailure),
     (ProviderError, ProviderFailure),
     (LedgerError, LedgerFailure),
 )

@@ -20,14 +20,12 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from batch_pipelines.core.errors import InvalidInputError
+from batch_pipelines.core.errors import InvalidInputError, InvalidOutput
 from batch_pipelines.core.requests import CUSTOM_ID_PATTERN, Endpoint, Lane, LLMRequest
 
+__all__ = ["BatchWorkload", "InvalidOutput", "custom_id_for"]  # InvalidOutput lives in core.errors
+
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
-
-
-class InvalidOutput(Exception):
-    """Raised by a workload's ``parse_response`` when an answer breaks the output contract."""
 
 
 @dataclass(frozen=True)

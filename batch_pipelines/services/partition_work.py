@@ -16,8 +16,9 @@ from batch_pipelines.core.file_names import safe_file_name
 from batch_pipelines.core.outcomes import ItemOutcome
 from batch_pipelines.core.requests import LLMRequest
 
-# What an outcome transform does with a succeeded answer: parsed result columns, or an
-# InvalidOutput-style exception that turns the item into invalid_output.
+# What an outcome transform does with a succeeded answer: parsed result columns, or
+# core.errors.InvalidOutput, which turns the item into invalid_output. Anything else it raises
+# is a bug in the workload (WorkloadError): the run stops and nothing is bought again.
 ParseResponse = Callable[[dict[str, Any]], Mapping[str, Any]]
 # The partition's requests again, for the given custom_ids (retries and promotions resend them).
 RebuildRequests = Callable[[Sequence[str]], list[LLMRequest]]

@@ -15,6 +15,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
+from batch_pipelines.core.errors import WorkloadError
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.ledger import Ledger
 from batch_pipelines.ledger.ledger import PROMOTION_KEY_PREFIX
@@ -56,10 +57,17 @@ class SyncRunner:
         by_model: dict[str, list[LLMRequest]] = defaultdict(list)
         for request in requests:
             by_model[request.model].append(request)
+        bug: WorkloadError | None = None
         with AttemptTableWriter(self.dirs.attempt_file(work, batch_key), work.hooks.vector_column) as writer:
             # One event loop for the whole run (the lanes' async pools live on it); each model's
             # share is recorded as soon as it is answered, so a crash later keeps what was paid for.
-            asyncio.run(self._run_shares(work, batch_key, by_model, writer))
+            try:
+                asyncio.run(self._run_shares(work, batch_key, by_model, writer))
+            except WorkloadError as exc:
+                # The parser's bug: the answers paid for are recorded; write their rows, then stop.
+                bug = exc
+        if bug is not None:
+            raise bug
 
     async def _run_shares(
         self,
