@@ -125,6 +125,10 @@ from batch_pipelines.cli_advise import advise_command  # noqa: E402
 
 main.add_command(advise_command, "advise")
 
+from batch_pipelines.cli_audit import audit_command  # noqa: E402
+
+main.add_command(audit_command, "audit")
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
