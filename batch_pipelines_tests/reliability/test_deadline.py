@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
+
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines_tests.reliability.conftest import with_profile
 from batch_pipelines_tests.reliability.pipeline import (
+    GEMINI_MODEL,
+    OPENAI_MODEL,
     assert_invariants,
     build_gateway,
     make_requests,
@@ -44,12 +48,13 @@ def _watch_until_complete(scenario, max_ticks=200):
     raise AssertionError("never completed")
 
 
-def test_slow_batch_is_cancelled_in_time_and_salvaged(emu, vtime, tmp_path):
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
+def test_slow_batch_is_cancelled_in_time_and_salvaged(emu, vtime, tmp_path, model):
     """A batch that would end after the deadline is cancelled early; finished lines are kept, not paid twice."""
     with_profile(emu, batch_completion_seconds=6 * 3600, cancel_seconds=600)
     gateway = build_gateway(emu, tmp_path, vtime)
     deadline = vtime.datetime() + timedelta(hours=2)
-    scenario = start(emu, gateway, vtime, make_requests(40, deadline=deadline))
+    scenario = start(emu, gateway, vtime, make_requests(40, model=model, deadline=deadline))
     submit(scenario)
     actions, done_at = _watch_until_complete(scenario)
     assert actions and not any(a.run_on_sync_now for a in actions), "there was time to wait for the cancellation"
@@ -64,12 +69,13 @@ def test_slow_batch_is_cancelled_in_time_and_salvaged(emu, vtime, tmp_path):
     assert sum((g.cost_usd for g in groups if g.superseded), Decimal(0)) == 0, "no finished line paid for twice"
 
 
-def test_no_time_to_wait_runs_on_sync_and_records_the_duplicate(emu, vtime, tmp_path):
+@pytest.mark.parametrize("model", [OPENAI_MODEL, GEMINI_MODEL])
+def test_no_time_to_wait_runs_on_sync_and_records_the_duplicate(emu, vtime, tmp_path, model):
     """Too late to wait for the cancel: items run on the sync lane at once and the batch's late answers are recorded."""
     with_profile(emu, batch_completion_seconds=1200, cancel_seconds=600)
     gateway = build_gateway(emu, tmp_path, vtime)
     deadline = vtime.datetime() + timedelta(minutes=30)
-    scenario = start(emu, gateway, vtime, make_requests(40, deadline=deadline))
+    scenario = start(emu, gateway, vtime, make_requests(40, model=model, deadline=deadline))
     submit(scenario)
     vtime.advance(STEP)  # the batch answers about a quarter of its lines before the watchdog looks
     actions, done_at = _watch_until_complete(scenario)

@@ -9,6 +9,7 @@ import pytest
 from batch_pipelines_tests.reliability.conftest import BASE_PROFILE
 from batch_pipelines_tests.reliability.pipeline import (
     ANTHROPIC_MODEL,
+    GEMINI_MODEL,
     OPENAI_MODEL,
     assert_invariants,
     build_gateway,
@@ -19,6 +20,7 @@ from batch_pipelines_tests.reliability.pipeline import (
 )
 
 SCHEDULES = 100
+GEMINI_SCHEDULES = 30
 
 
 def random_profile(rng: random.Random) -> dict:
@@ -52,6 +54,17 @@ def test_random_fault_schedule(emu, vtime, tmp_path, seed):
     profile = random_profile(rng)
     if model == OPENAI_MODEL and rng.random() < 0.3:
         profile["malformed_output_lines"] = rng.randint(1, 3)
+    _run_schedule(emu, vtime, tmp_path, rng, model, profile)
+
+
+@pytest.mark.parametrize("seed", range(GEMINI_SCHEDULES))
+def test_random_fault_schedule_on_gemini(emu, vtime, tmp_path, seed):
+    """The same random fault mixes on Gemini's native protocol (its own seeds, so the schedules above stay put)."""
+    rng = random.Random(f"gemini-{seed}")
+    _run_schedule(emu, vtime, tmp_path, rng, GEMINI_MODEL, random_profile(rng))
+
+
+def _run_schedule(emu, vtime, tmp_path, rng, model, profile):
     emu.set_profile(profile)
     gateway = build_gateway(emu, tmp_path, vtime)
     try:
@@ -65,7 +78,9 @@ def test_random_fault_schedule(emu, vtime, tmp_path, seed):
                         gateway.client(row.provider).batch.cancel(row.vendor_batch_id)
                     except Exception:
                         pass  # it ended meanwhile, or the route's injected 5xx: the run goes on
-        drive(scenario, step_seconds=rng.choice([1800, 6 * 3600]))
+        # Gemini batches expire after 48 h, not 24 h: give the slow schedules the time to get there.
+        ticks = 120 if model == GEMINI_MODEL else 80
+        drive(scenario, step_seconds=rng.choice([1800, 6 * 3600]), max_ticks=ticks)
         assert_invariants(scenario)
     finally:
         gateway.close()
