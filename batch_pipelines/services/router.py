@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+import orjson
+
 from batch_pipelines.core.call_request import (
     CallRequest,
     check_idempotency_key,
@@ -122,6 +124,7 @@ class Router:
         return cls(gateway, flush_policy=flush_policy)
 
     def close(self) -> None:
+        self.buffer.close()
         self.gateway.close()
 
     def __enter__(self) -> Router:
@@ -189,7 +192,7 @@ class Router:
                 provider=provider,
                 model=checked.model,
                 endpoint=checked.endpoint.value,
-                body=json.dumps(checked.body, separators=(",", ":"), ensure_ascii=False),
+                body=orjson.dumps(checked.body).decode(),
                 deadline=due,
                 idempotency_key=check_idempotency_key(key),
                 warning=choice.warning,
