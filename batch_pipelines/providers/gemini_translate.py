@@ -119,6 +119,9 @@ def _generation_config(body: Mapping[str, Any], custom_id: str) -> dict[str, Any
 
 def embedding_texts(body: Mapping[str, Any], custom_id: str) -> list[str]:
     """The inputs of an OpenAI embeddings body, which must be text for Gemini."""
+    if body.get("encoding_format") not in (None, "float"):
+        # Gemini answers floats only; a workload decoding base64 would misread them.
+        raise _refuse(custom_id, f"encoding_format {body['encoding_format']!r}: Gemini returns float vectors only")
     value = body.get("input")
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):

@@ -313,3 +313,32 @@ def test_results_run_that_dies_mid_retry_is_requested_again(emu, instance, tmp_p
     meta = latest_metadata(instance, workload.results_key, DAY)
     assert meta[keys.ITEMS_TOTAL] == 20 and meta[keys.outcome_count("succeeded")] == 20
     assert meta[keys.RETRIED_ITEMS] > 0
+
+
+def test_gemini_embeddings_land_in_the_same_vector_column(emu, instance, resource):
+    """The embedding backfill on gemini-embedding-001 (Gemini's asyncBatchEmbedContent) writes the same
+    fixed-size float32 vector column as on OpenAI, unchanged workload code."""
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    workload = dataclasses.replace(
+        embedding_backfill.workload, name="gemini_embeddings", model="gemini-embedding-001", group_name="gemini"
+    )
+    wdefs = batch_workload(workload)
+    defs = dg.Definitions(
+        assets=[embedding_backfill.corpus_chunks, *wdefs.assets],
+        asset_checks=list(wdefs.checks),
+        sensors=[wdefs.sensor],
+        resources={"batch_gateway": resource},
+    )
+    created = emu.stats()["batches_created"].get("gemini", 0)
+    assert _submit(defs, instance, resource, workload, "shard-002", rows=20).success
+    assert emu.stats()["batches_created"]["gemini"] == created + 1
+    _drive_to_results(defs, instance, resource, emu, wdefs, "shard-002")
+    meta = latest_metadata(instance, workload.results_key, "shard-002")
+    assert meta[keys.outcome_count("succeeded")] == 20 and meta[keys.COST_USD] > 0
+    table = pq.read_table(meta[keys.RESULTS_PATH])
+    assert table.num_rows == 20
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), embedding_backfill.DIMENSIONS)

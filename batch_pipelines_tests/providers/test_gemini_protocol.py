@@ -71,6 +71,10 @@ def test_native_bodies_pass_through_and_untranslatable_fields_are_refused():
         generate_content_request(image, "i1")
     with pytest.raises(InvalidInputError, match="one input per request; this one has 2"):
         batch_line_request(Endpoint.EMBEDDINGS, {"input": ["a", "b"]}, "gemini-embedding-001", "e1")
+    with pytest.raises(InvalidInputError, match="encoding_format 'base64'"):
+        batch_line_request(
+            Endpoint.EMBEDDINGS, {"input": "a", "encoding_format": "base64"}, "gemini-embedding-001", "e3"
+        )
     assert batch_line_request(Endpoint.EMBEDDINGS, {"input": "a", "dimensions": 8}, "gemini-embedding-001", "e2") == {
         "content": {"parts": [{"text": "a"}]},
         "outputDimensionality": 8,
