@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from batch_pipelines.core.config_files import load_yaml_file
 from batch_pipelines.core.errors import ConfigError, UnknownModelError
@@ -30,6 +33,13 @@ MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
 DEFAULT_PRICE_BOOK_PATH = Path(__file__).resolve().parent.parent / "prices.yaml"
 _RATE_FIELDS = ("input", "output", "cache_read", "cache_write")
+# Costs in tables are whole femto-dollars (1e-15 USD): the scale of their decimal128(38, 15)
+# columns. Every rate of the shipped book is a whole number of femto-dollars per token.
+COST_SCALE = 15
+COST_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
+_FEMTO_PER_MILLION = Decimal(1).scaleb(COST_SCALE - 6)  # femto-dollars per token, per USD per 1M tokens
+USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +221,36 @@ class PriceBook:
             sync_equivalent_usd=_priced(price.sync, usage, discounts),
         )
 
+    def cost_columns(
+        self,
+        model: str,
+        usage: Mapping[str, IntArray],
+        lane: Lane = Lane.BATCH,
+        discounts: Discounts = NO_DISCOUNTS,
+    ) -> tuple[IntArray, IntArray]:
+        """``cost`` over whole columns of usage: (cost, sync-equivalent cost) in femto-dollars per row.
+
+        ``usage`` maps each of ``USAGE_FIELDS`` but reasoning to an int64 array. When every rate
+        (after the discounts) is a whole number of femto-dollars per token, the sum is integer
+        arithmetic and exact; otherwise each row goes through ``cost`` and is rounded half-even
+        to the femto-dollar, as a cost is when it is stored.
+        """
+        price = self.price(model)
+        out = []
+        for rates in (price.rates(lane), price.sync):
+            units = _femto_rates(rates, discounts)
+            if units is not None and _fits_int64(units, usage):
+                uncached = usage["input_tokens"] - usage["cached_input_tokens"] - usage["cache_write_tokens"]
+                out.append(
+                    uncached * units[0]
+                    + usage["cached_input_tokens"] * units[1]
+                    + usage["cache_write_tokens"] * units[2]
+                    + usage["output_tokens"] * units[3]
+                )
+            else:
+                out.append(np.array([_femto(_priced(rates, u, discounts)) for u in _usage_rows(usage)], dtype=object))
+        return out[0], out[1]
+
     def total(
         self, items: Iterable[tuple[str, Usage, Lane]], discounts: Discounts = NO_DISCOUNTS
     ) -> tuple[Decimal, Decimal]:
@@ -232,3 +272,31 @@ def _priced(rates: Rates, usage: Usage, discounts: Discounts) -> Decimal:
         + usage.output_tokens * r.output
     ) / MILLION
     return raw / (1 + discounts.credit_bonus)
+
+
+def _femto(cost: Decimal) -> int:
+    return int(cost.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN).scaleb(COST_SCALE))
+
+
+def _femto_rates(rates: Rates, discounts: Discounts) -> tuple[int, int, int, int] | None:
+    """Rates as whole femto-dollars per token, or None when one has more digits than that."""
+    scale = (1 - discounts.structural) / (1 + discounts.credit_bonus)
+    out = []
+    for rate in (rates.input, rates.cache_read, rates.cache_write, rates.output):
+        femto = rate * scale * _FEMTO_PER_MILLION
+        if femto != femto.to_integral_value():
+            return None
+        out.append(int(femto))
+    return out[0], out[1], out[2], out[3]
+
+
+def _fits_int64(units: tuple[int, ...], usage: Mapping[str, IntArray]) -> bool:
+    """Whether the integer sum cannot overflow int64 for these columns (else the exact path runs)."""
+    biggest = max((int(column.max()) for column in usage.values() if len(column)), default=0)
+    return biggest * sum(units) < 2**62
+
+
+def _usage_rows(usage: Mapping[str, IntArray]) -> Iterable[Usage]:
+    columns = [usage[name].tolist() for name in USAGE_FIELDS if name != "reasoning_tokens"]
+    for inputs, cached, written, output in zip(*columns):
+        yield Usage(input_tokens=inputs, cached_input_tokens=cached, cache_write_tokens=written, output_tokens=output)

@@ -11,8 +11,9 @@ Two writers share one schema (``OUTCOMES_SCHEMA``):
   stays available as ``engine="orjson"`` and as the fallback for a block with a malformed line
   (pyarrow rejects the whole block; orjson skips just the bad line).
 
-Costs are exact: Decimal rates become integer femto-dollars per token, and each row's cost is
-an integer sum stored as the unscaled value of a ``decimal128(38, 15)``.
+Costs come from the price book's column arithmetic (``PriceBook.cost_columns``): whole
+femto-dollars per row, stored as the unscaled value of a ``decimal128(38, 15)``. The base
+columns and their types are those of the one result schema (``results.partition_table``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
+from batch_pipelines.core.pricing import COST_QUANTUM, COST_SCALE, PriceBook
 from batch_pipelines.core.requests import Lane
 from batch_pipelines.providers.results_parsing import (
     CANCELLED_CODES,
@@ -42,11 +44,8 @@ from batch_pipelines.providers.results_parsing import (
     missing_reason,
     openai_line_outcome,
 )
+from batch_pipelines.results.partition_table import COST_TYPE, USAGE_COLUMNS
 
-COST_TYPE = pa.decimal128(38, 15)
-_COST_SCALE = 15
-_TOKENS_PER_MILLION = 6
-USAGE_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 OUTCOMES_SCHEMA = pa.schema(
     [
         ("custom_id", pa.string()),
@@ -87,44 +86,15 @@ def response_text(response: Any) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class TokenRates:
-    """Exact per-token rates in femto-dollars (1e-15 USD) for the batch and the sync price."""
-
-    batch: tuple[int, int, int, int]
-    sync: tuple[int, int, int, int]
-    """(uncached input, cache read, cache write, output)."""
-
-    @classmethod
-    def from_price_book(cls, price_book: Any, model: str, lane: Lane = Lane.BATCH) -> TokenRates | None:
-        """None when a rate has more digits than femto-dollars per token can hold exactly."""
-        price = price_book.price(model)
-
-        def units(rates: Any) -> tuple[int, int, int, int] | None:
-            out = []
-            for value in (rates.input, rates.cache_read, rates.cache_write, rates.output):
-                scaled = Decimal(value).scaleb(_COST_SCALE - _TOKENS_PER_MILLION)
-                if scaled != scaled.to_integral_value():
-                    return None
-                out.append(int(scaled))
-            return tuple(out)  # type: ignore[return-value]
-
-        batch, sync = units(price.rates(lane)), units(price.sync)
-        return cls(batch, sync) if batch and sync else None
-
-
-def _cost_array(rates: tuple[int, int, int, int], usage: Mapping[str, np.ndarray]) -> pa.Array:
-    units = (
-        (usage["input_tokens"] - usage["cached_input_tokens"] - usage["cache_write_tokens"]) * rates[0]
-        + usage["cached_input_tokens"] * rates[1]
-        + usage["cache_write_tokens"] * rates[2]
-        + usage["output_tokens"] * rates[3]
-    ).astype(np.int64)
+def _cost_array(femto: np.ndarray) -> pa.Array:
+    """Whole femto-dollars per row as a decimal128(38, 15) column (its unscaled value)."""
+    if femto.dtype != np.int64:  # the price book's exact per-row path: Python ints
+        return pa.array([Decimal(int(v)).scaleb(-COST_SCALE) for v in femto], type=COST_TYPE)
     # A decimal128's buffer is its unscaled value as a little-endian 128-bit integer.
-    wide = np.empty((len(units), 2), dtype=np.int64)
-    wide[:, 0] = units
-    wide[:, 1] = units >> 63
-    return pa.Array.from_buffers(COST_TYPE, len(units), [None, pa.py_buffer(wide)])
+    wide = np.empty((len(femto), 2), dtype=np.int64)
+    wide[:, 0] = femto
+    wide[:, 1] = femto >> 63
+    return pa.Array.from_buffers(COST_TYPE, len(femto), [None, pa.py_buffer(wide)])
 
 
 def _zero_costs(n: int) -> pa.Array:
@@ -190,7 +160,7 @@ class OutcomeParquetWriter:
         values: Sequence[Any]
         for kind, values in zip((f.type for f in OUTCOMES_SCHEMA), columns):
             if kind == COST_TYPE:
-                values = [v.quantize(Decimal(1).scaleb(-_COST_SCALE)) for v in values]
+                values = [v.quantize(COST_QUANTUM) for v in values]
             arrays.append(pa.array(values, type=kind))
         self._writer.write_batch(pa.record_batch(arrays, schema=OUTCOMES_SCHEMA))
         self.rows += len(self._rows)
@@ -381,18 +351,23 @@ def _reconcile(ids: pa.Array, expected: pa.Array, report: ParseReport) -> tuple[
 class _TableSink:
     """Writes outcome rows as they come and remembers their ids for the final reconciliation."""
 
-    def __init__(self, path: Path, rates: TokenRates | None, summary: ResultsTableSummary) -> None:
+    def __init__(
+        self, path: Path, price_book: PriceBook | None, model: str | None, lane: Lane, summary: ResultsTableSummary
+    ) -> None:
         self.path = path
         self.writer = OutcomeParquetWriter(path)
-        self.rates = rates
+        self.price_book = price_book
+        self.model = model
+        self.lane = lane
         self.summary = summary
         self.ids: list[pa.Array] = []
 
     def table(self, columns: Mapping[str, Any]) -> pa.Table:
         n = len(columns["custom_id"])
         usage = {name: np.asarray(columns[name], dtype=np.int64) for name in USAGE_COLUMNS}
-        if self.rates is not None:
-            cost, sync = _cost_array(self.rates.batch, usage), _cost_array(self.rates.sync, usage)
+        if self.price_book is not None and self.model:
+            femto, sync_femto = self.price_book.cost_columns(self.model, usage, self.lane)
+            cost, sync = _cost_array(femto), _cost_array(sync_femto)
         else:
             cost = sync = _zero_costs(n)
         arrays = []
@@ -473,7 +448,7 @@ def write_openai_results_parquet(
     dest: str | os.PathLike[str],
     *,
     model: str | None = None,
-    price_book: Any = None,
+    price_book: PriceBook | None = None,
     lane: Lane = Lane.BATCH,
     engine: Engine = "pyarrow",
 ) -> ResultsTableSummary:
@@ -485,13 +460,12 @@ def write_openai_results_parquet(
     """
     summary = ResultsTableSummary()
     report = summary.report
-    rates = TokenRates.from_price_book(price_book, model, lane) if price_book is not None and model else None
     expected = (
         expected_custom_ids
         if isinstance(expected_custom_ids, pa.Array)
         else pa.array(list(expected_custom_ids), type=pa.string())
     )
-    sink = _TableSink(Path(dest), rates, summary)
+    sink = _TableSink(Path(dest), price_book, model, lane, summary)
     try:
         for path in paths:
             if path is None:
@@ -559,7 +533,6 @@ __all__ = [
     "OUTCOMES_SCHEMA",
     "OutcomeParquetWriter",
     "ResultsTableSummary",
-    "TokenRates",
     "read_outcomes_table",
     "response_text",
     "write_openai_results_parquet",

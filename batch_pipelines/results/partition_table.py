@@ -1,9 +1,17 @@
-"""A partition's result table: one Parquet file per attempt, merged into one row per item.
+"""A partition's result table: one schema, one attempt writer, one merge.
+
+The schema is defined here once: the base columns every row has (id, outcome, lane, the
+attempt's key, usage, exact cost), then the workload's own columns, then its vector column
+(a fixed-size list of float32). The OpenAI bulk parser (``results.parquet``) writes the same
+base columns.
 
 Each batch (or sync run) writes its own attempt file, so a crash mid-reconcile leaves at
-worst one file to rewrite, and a retry never edits an earlier file. The partition table keeps,
-for every item, the row of the attempt the ledger says is final: one row per input item, and
-no duplicated row whatever was replayed.
+worst one file to rewrite, and a retry never edits an earlier file. The writer turns rows
+into Arrow record batches every ``BLOCK_ROWS`` rows, so an attempt is held as compact columns
+(a 256-float vector as 1 KB of float32, not 256 Python floats), never as Python lists of the
+whole attempt. The merge streams: one attempt file at a time, keeping for every item the row
+of the attempt the ledger says is final (one row per input item, no duplicate whatever was
+replayed), each attempt's rows in custom_id order.
 """
 
 from __future__ import annotations
@@ -20,34 +28,39 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch_pipelines.core.outcomes import ItemOutcome
+from batch_pipelines.core.pricing import COST_QUANTUM, COST_SCALE, USAGE_FIELDS
 from batch_pipelines.core.requests import Lane
 
-COST_TYPE = pa.decimal128(38, 15)
-_COST_QUANTUM = Decimal("1e-15")
-BASE_COLUMNS = (
-    "custom_id",
-    "status",
-    "reason",
-    "model",
-    "lane",
-    "batch_key",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "sync_equivalent_usd",
+COST_TYPE = pa.decimal128(38, COST_SCALE)
+USAGE_COLUMNS = USAGE_FIELDS
+COST_COLUMNS = ("cost_usd", "sync_equivalent_usd")
+BASE_SCHEMA = pa.schema(
+    [
+        ("custom_id", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("model", pa.string()),
+        ("lane", pa.string()),
+        ("batch_key", pa.string()),
+        *[(name, pa.int64()) for name in USAGE_COLUMNS],
+        *[(name, COST_TYPE) for name in COST_COLUMNS],
+    ]
 )
+BASE_COLUMNS = tuple(BASE_SCHEMA.names)
+BLOCK_ROWS = 4096
+_ZERO_COST = (Decimal(0), Decimal(0))
 
 
 class AttemptTableWriter:
     """Collects one attempt's outcomes (and the workload's parsed columns) into a Parquet file."""
 
-    def __init__(self, path: Path, vector_column: str | None = None) -> None:
+    def __init__(self, path: Path, vector_column: str | None = None, *, block_rows: int = BLOCK_ROWS) -> None:
         self.path = Path(path)
         self.vector_column = vector_column
-        self._base: dict[str, list[Any]] = {c: [] for c in BASE_COLUMNS}
-        self._extra: dict[str, list[Any]] = {}
-        self._rows = 0
+        self.block_rows = block_rows
+        self._base: list[tuple[Any, ...]] = []
+        self._extra: list[Mapping[str, Any]] = []
+        self._blocks: list[pa.Table] = []
 
     def add(
         self,
@@ -59,40 +72,49 @@ class AttemptTableWriter:
         cost: tuple[Decimal, Decimal] | None,
     ) -> None:
         usage = outcome.usage
-        cost_usd, sync_usd = cost if cost else (Decimal(0), Decimal(0))
-        values = (
-            outcome.custom_id,
-            outcome.kind.value,
-            outcome.reason,
-            outcome.model,
-            lane.value,
-            batch_key,
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.output_tokens,
-            cost_usd.quantize(_COST_QUANTUM, rounding=ROUND_HALF_EVEN),
-            sync_usd.quantize(_COST_QUANTUM, rounding=ROUND_HALF_EVEN),
+        cost_usd, sync_usd = cost or _ZERO_COST
+        self._base.append(
+            (
+                outcome.custom_id,
+                outcome.kind.value,
+                outcome.reason,
+                outcome.model,
+                lane.value,
+                batch_key,
+                usage.input_tokens,
+                usage.cached_input_tokens,
+                usage.cache_write_tokens,
+                usage.output_tokens,
+                usage.reasoning_tokens,
+                cost_usd.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN),
+                sync_usd.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN),
+            )
         )
-        for name, value in zip(BASE_COLUMNS, values):
-            self._base[name].append(value)
-        for name in columns.keys() - self._extra.keys():
-            self._extra[name] = [None] * self._rows  # a column first seen late is null before
-        for name, column in self._extra.items():
-            column.append(columns.get(name))
-        self._rows += 1
+        self._extra.append(columns)
+        if len(self._base) >= self.block_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._base:
+            return
+        arrays = [pa.array(list(values), type=f.type) for f, values in zip(BASE_SCHEMA, zip(*self._base))]
+        table = pa.Table.from_arrays(arrays, schema=BASE_SCHEMA)
+        names: dict[str, None] = {}  # the workload's columns in the order first seen
+        for row in self._extra:
+            names.update(dict.fromkeys(row))
+        for name in names:
+            values = [row.get(name) for row in self._extra]
+            table = table.append_column(name, _vector_array(values) if name == self.vector_column else pa.array(values))
+        self._blocks.append(table)
+        self._base = []
+        self._extra = []
 
     def table(self) -> pa.Table:
-        arrays: dict[str, pa.Array] = {}
-        for name in BASE_COLUMNS:
-            if name in ("cost_usd", "sync_equivalent_usd"):
-                arrays[name] = pa.array(self._base[name], type=COST_TYPE)
-            elif name.endswith("_tokens"):
-                arrays[name] = pa.array(self._base[name], type=pa.int64())
-            else:
-                arrays[name] = pa.array(self._base[name], type=pa.string())
-        for name, values in self._extra.items():
-            arrays[name] = _vector_array(values) if name == self.vector_column else pa.array(values)
-        return pa.table(arrays)
+        """The attempt so far; a column first seen in a later block is null in the earlier ones."""
+        self._flush()
+        if not self._blocks:
+            return BASE_SCHEMA.empty_table()
+        return pa.concat_tables(self._blocks, promote_options="permissive")
 
     def __enter__(self) -> AttemptTableWriter:
         return self
@@ -113,27 +135,40 @@ class AttemptTableWriter:
 def _vector_array(values: list[Any]) -> pa.Array:
     """Vectors as a Parquet fixed-size list of float32 (nulls where an item has none)."""
     size = next((len(v) for v in values if v is not None), 0)
+    if not size:
+        return pa.array(values)
     flat = pa.array([x for v in values for x in (v if v is not None else [0.0] * size)], type=pa.float32())
     mask = pa.array([v is None for v in values])
-    return pa.FixedSizeListArray.from_arrays(flat, size, mask=mask) if size else pa.array(values)
+    return pa.FixedSizeListArray.from_arrays(flat, size, mask=mask)
 
 
 def write_partition_table(
     attempts_dir: Path, dest: Path, ledger: Any, job: str, partition: str, vector_column: str | None = None
 ) -> Path:
-    """Merge the attempt files, keeping each item's final attempt as the ledger records it."""
+    """Merge the attempt files one at a time, keeping each item's final attempt as the ledger records it."""
     files = sorted(Path(attempts_dir).glob("*.parquet"))
-    final_key = {item.custom_id: item.batch_key for item in ledger.iter_items(job, partition)}
-    tables = [pq.read_table(f) for f in files]
-    if tables:
-        merged = pa.concat_tables(tables, promote_options="permissive")
-        wanted = pa.array([final_key.get(cid) for cid in merged.column("custom_id").to_pylist()], type=pa.string())
-        merged = merged.filter(pc.equal(merged.column("batch_key"), wanted))
-        merged = merged.sort_by("custom_id")
-    else:
-        merged = pa.table({c: pa.array([], type=pa.string()) for c in BASE_COLUMNS})
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".parquet.tmp")
-    pq.write_table(merged, tmp)
+    if not files:
+        pq.write_table(BASE_SCHEMA.empty_table(), tmp)
+        os.replace(tmp, dest)
+        return dest
+    final_key = {item.custom_id: item.batch_key for item in ledger.iter_items(job, partition)}
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    with pq.ParquetWriter(tmp, schema) as out:
+        for path in files:
+            table = pq.read_table(path)
+            wanted = pa.array([final_key.get(cid) for cid in table.column("custom_id").to_pylist()], type=pa.string())
+            kept = table.filter(pc.equal(table.column("batch_key"), wanted)).sort_by("custom_id")
+            out.write_table(_conform(kept, schema))
     os.replace(tmp, dest)
     return dest
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns in its order: missing ones null, others cast."""
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)

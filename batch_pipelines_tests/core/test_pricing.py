@@ -170,3 +170,36 @@ def test_the_book_carries_each_models_encoding():
     }
     with pytest.raises(ConfigError, match="encoding 'p50k'"):
         PriceBook.from_mapping(bad)
+
+
+def _usage_columns(rows):
+    import numpy as np
+
+    names = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
+    return {name: np.array([getattr(u, name) for u in rows], dtype=np.int64) for name in names}
+
+
+@pytest.mark.parametrize(
+    "discounts",
+    [Discounts(), Discounts(structural=Decimal("0.15")), Discounts(credit_bonus=Decimal("0.3"))],
+    ids=["list", "structural", "credit-bonus"],
+)
+@pytest.mark.parametrize("model", ["gpt-5.4-mini", "claude-sonnet-4.6", "text-embedding-3-small", "gemini-3-flash"])
+def test_column_costs_equal_the_scalar_price_book_to_the_femto_dollar(model, discounts):
+    """cost_columns gives, row by row, the scalar cost() rounded half-even to 1e-15 USD, in both lanes."""
+    import random
+
+    rng = random.Random(7)
+    rows = []
+    for _ in range(300):
+        total = rng.randint(0, 2_000_000)
+        cached = rng.randint(0, total)
+        written = rng.randint(0, total - cached)
+        rows.append(Usage(total, cached, written, rng.randint(0, 50_000)))
+    book = PriceBook.default()
+    for lane in (Lane.BATCH, Lane.SYNC):
+        cost, sync = book.cost_columns(model, _usage_columns(rows), lane, discounts)
+        for i, usage in enumerate(rows):
+            scalar = book.cost(model, usage, lane, discounts)
+            assert Decimal(int(cost[i])).scaleb(-15) == scalar.cost_usd.quantize(Decimal("1e-15"))
+            assert Decimal(int(sync[i])).scaleb(-15) == scalar.sync_equivalent_usd.quantize(Decimal("1e-15"))
