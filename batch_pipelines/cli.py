@@ -129,6 +129,10 @@ from batch_pipelines.cli_audit import audit_command  # noqa: E402
 
 main.add_command(audit_command, "audit")
 
+from batch_pipelines.cli_invoice import invoice_command  # noqa: E402
+
+main.add_command(invoice_command, "invoice")
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

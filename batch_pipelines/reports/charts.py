@@ -63,3 +63,22 @@ def bars_png(values: Mapping[str, Decimal], title: str, xlabel: str = "USD", col
     axes.set_title(title)
     axes.spines[["top", "right"]].set_visible(False)
     return _png(figure)
+
+
+def paired_bars_png(values: Mapping[str, tuple[Decimal, Decimal]], labels: tuple[str, str], title: str) -> bytes:
+    """Two horizontal bars per row (e.g. what was paid beside what all-sync would have cost)."""
+    rows = sorted(values.items(), key=lambda kv: kv[1][1])
+    figure = Figure(figsize=(8, max(2.0, 0.6 * len(rows) + 1.2)))
+    axes = figure.add_subplot()
+    names = [name for name, _ in rows] or ["(none)"]
+    first = [float(pair[0]) for _, pair in rows] or [0.0]
+    second = [float(pair[1]) for _, pair in rows] or [0.0]
+    positions = list(range(len(names)))
+    axes.barh([p + 0.2 for p in positions], second, height=0.4, label=labels[1], color=BAND_COLOURS["interactive"])
+    axes.barh([p - 0.2 for p in positions], first, height=0.4, label=labels[0], color=BAND_COLOURS["batched"])
+    axes.set_yticks(positions, names)
+    axes.set_xlabel("USD")
+    axes.set_title(title)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    axes.spines[["top", "right"]].set_visible(False)
+    return _png(figure)
