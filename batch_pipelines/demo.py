@@ -25,6 +25,7 @@ from batch_pipelines.dagster_layer import metadata_keys as keys
 from batch_pipelines.dagster_layer.factory import BatchWorkloadDefinitions
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.definitions import WORKLOADS, build_definitions
+from batch_pipelines.demo_router import RouterOutcome, format_router_outcome, run_router_demo
 from batch_pipelines.emulator.testing import run_emulator
 
 DEMO_TIME_SCALE = 600.0  # ten virtual minutes per real second: batches end in well under a second
@@ -49,7 +50,9 @@ def partition_for(workload_defs: BatchWorkloadDefinitions) -> str:
     return partitions.get_partition_keys()[0]
 
 
-def run_demo(work_dir: Path, *, echo: Callable[[str], None] = print, rows: int = 60) -> list[WorkloadOutcome]:
+def run_demo(
+    work_dir: Path, *, echo: Callable[[str], None] = print, rows: int = 60
+) -> tuple[list[WorkloadOutcome], RouterOutcome]:
     home = work_dir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     # The demo's instance is a sandbox: no telemetry prompt, no welcome dialog.
@@ -65,8 +68,9 @@ def run_demo(work_dir: Path, *, echo: Callable[[str], None] = print, rows: int =
         )
         defs = build_definitions(resource)
         outcomes = [_run_workload(defs, w, instance, resource, echo, rows) for w in WORKLOADS]
+        router = run_router_demo(emulator.base_url, work_dir, echo=echo)
     instance.dispose()
-    return outcomes
+    return outcomes, router
 
 
 def _run_workload(
@@ -167,11 +171,16 @@ def main(keep: Path | None = None, echo: Callable[[str], None] = print) -> int:
         work_dir = keep or Path(tmp)
         work_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        outcomes = run_demo(work_dir, echo=echo)
+        outcomes, router = run_demo(work_dir, echo=echo)
         echo("")
         for outcome in outcomes:
             echo(format_outcome(outcome))
             echo("")
-        ok = all(o.checks_passed for o in outcomes)
-        echo(f"demo {'passed' if ok else 'FAILED'}: {len(outcomes)} workloads in {time.monotonic() - started:.1f} s")
+        echo(format_router_outcome(router))
+        echo("")
+        ok = all(o.checks_passed for o in outcomes) and router.ok
+        echo(
+            f"demo {'passed' if ok else 'FAILED'}: {len(outcomes)} workloads and the router "
+            f"in {time.monotonic() - started:.1f} s"
+        )
         return 0 if ok else 1
