@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from batch_pipelines.core.lanes import LanePolicy
 from batch_pipelines.core.requests import Lane
@@ -48,7 +49,7 @@ class RouterOutcome:
         return self.unfinished == 0 and bool(self.by_lane)
 
 
-def ticket(i: int) -> dict:
+def ticket(i: int) -> dict[str, Any]:
     return {
         "model": MODEL,
         "max_completion_tokens": 8,
