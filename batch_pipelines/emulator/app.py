@@ -180,7 +180,7 @@ class Emulator:
                 },
                 "files": len(self.store.files),
                 "usage": usage,
-                "enqueued_tokens": self.openai.enqueued_tokens(),
+                "enqueued_tokens": {**self.openai.enqueued_tokens(), **self.gemini.enqueued_tokens()},
                 "sync_requests": self.sync_requests,
                 "sync_usage": self.sync_usage.to_dict(),
                 "now": self.clock.now(),

@@ -275,3 +275,30 @@ def test_batch_lane_queue_full_and_cancel(emulator, tmp_path):
         assert not lane.cancel(info.vendor_batch_id).is_terminal
         emulator.advance(10)
         assert lane.cancel(info.vendor_batch_id).status is BatchStatus.CANCELLED
+
+
+def test_cached_and_thinking_tokens_from_the_emulator_are_priced_at_their_rates(emulator):
+    """A repeated long system prompt comes back as cachedContentTokenCount and a thinking budget as
+    thoughtsTokenCount; the price book charges them at the cache-read and output rates."""
+    system = "Labels: billing, bug, other\n" + " ".join(f"rule{i} applies to every ticket." for i in range(300))
+    body = {
+        "systemInstruction": {"parts": [{"text": system}]},
+        "contents": [{"role": "user", "parts": [{"text": "my invoice is wrong"}]}],
+        "generationConfig": {"thinkingConfig": {"thinkingBudget": 64}},
+    }
+    book = PriceBook.default()
+    with _client(emulator) as client:
+        first = client.sync.call(LLMRequest("t1", Endpoint.CHAT, "gemini-3-flash", body))
+        second = client.sync.call(LLMRequest("t2", Endpoint.CHAT, "gemini-3-flash", body))
+    assert first.usage.cached_input_tokens == 0 and second.usage.cached_input_tokens >= 1024
+    metadata = second.response["gemini"]["usageMetadata"]
+    assert second.usage.cached_input_tokens == metadata["cachedContentTokenCount"]
+    assert second.usage.reasoning_tokens == metadata["thoughtsTokenCount"] == 24
+    assert second.usage.output_tokens == metadata["candidatesTokenCount"] + 24
+    rates = book.price("gemini-3-flash").sync
+    expected = (
+        (second.usage.input_tokens - second.usage.cached_input_tokens) * rates.input
+        + second.usage.cached_input_tokens * rates.cache_read
+        + second.usage.output_tokens * rates.output
+    ) / Decimal(1_000_000)
+    assert book.cost("gemini-3-flash", second.usage, Lane.SYNC).cost_usd == expected
