@@ -65,7 +65,8 @@ def phase_baseline(n: int, out: Path) -> dict:
 
 
 def phase_sharder(n: int, out: Path) -> dict:
-    from batch_pipelines.core.sharding import ShardLimits, shard_requests
+    from batch_pipelines.core.shard_rules import ShardLimits
+    from batch_pipelines.providers.sharding import shard_requests
 
     started = time.perf_counter()
     # As submit_partition calls it: ids were already checked unique across the partition.

@@ -19,7 +19,6 @@ import httpx
 
 from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError, QueueFullError
-from batch_pipelines.core.sharding import Shard
 from batch_pipelines.core.status import anthropic_status
 from batch_pipelines.providers.batch_lane import (
     DEFAULT_MAX_PAGES,
@@ -31,6 +30,7 @@ from batch_pipelines.providers.batch_lane import (
 )
 from batch_pipelines.providers.http import path_segment, vendor_error
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
+from batch_pipelines.providers.sharding import Shard
 
 BATCHES_PATH = "/v1/messages/batches"
 _OPEN = b'{"requests":['

@@ -28,12 +28,12 @@ import httpx
 from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError
 from batch_pipelines.core.outcomes import ItemOutcome
-from batch_pipelines.core.sharding import Shard
 from batch_pipelines.core.usage import Usage
 from batch_pipelines.providers.config import Protocol, ProviderConfig
 from batch_pipelines.providers.http import shown_url
 from batch_pipelines.providers.results_parsing import ParseReport, iter_outcomes
 from batch_pipelines.providers.retry import RetryPolicy, send_with_retry
+from batch_pipelines.providers.sharding import Shard
 
 ONE_SHOT = RetryPolicy(max_attempts=1)
 """For calls that must not be repeated blindly (create): the lane decides what to do next."""

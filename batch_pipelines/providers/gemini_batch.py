@@ -32,7 +32,6 @@ from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError, QueueFullError
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
 from batch_pipelines.core.requests import Endpoint
-from batch_pipelines.core.sharding import Shard
 from batch_pipelines.core.status import BatchStatus, normalise_status
 from batch_pipelines.providers.batch_lane import (
     DEFAULT_MAX_PAGES,
@@ -48,6 +47,7 @@ from batch_pipelines.providers.http import path_segment
 from batch_pipelines.providers.openai_batch import response_may_have_created
 from batch_pipelines.providers.results_parsing import ParseReport, iter_outcomes
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
+from batch_pipelines.providers.sharding import Shard
 
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # Google's upload granularity; the SDK sends the same
 PAGE_SIZE = 100

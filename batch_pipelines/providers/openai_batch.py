@@ -23,7 +23,6 @@ import httpx
 
 from batch_pipelines.core.batches import BatchError, BatchInfo
 from batch_pipelines.core.errors import MalformedResponseError, ProviderError, QueueFullError
-from batch_pipelines.core.sharding import Shard
 from batch_pipelines.core.status import normalise_status
 from batch_pipelines.core.usage import Usage
 from batch_pipelines.providers.batch_lane import (
@@ -38,6 +37,7 @@ from batch_pipelines.providers.batch_lane import (
 from batch_pipelines.providers.http import path_segment, vendor_error
 from batch_pipelines.providers.results_parsing import openai_usage
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
+from batch_pipelines.providers.sharding import Shard
 
 INTENT_KEY = "bp_intent"
 FINGERPRINT_KEY = "bp_fingerprint"

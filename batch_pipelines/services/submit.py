@@ -36,8 +36,9 @@ from typing import Any
 from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import InvalidInputError, LedgerError, ProviderError, QueueFullError
 from batch_pipelines.core.requests import Lane, LLMRequest
-from batch_pipelines.core.sharding import Shard, ShardLimits, shard_requests, split_shard
+from batch_pipelines.core.shard_rules import ShardLimits
 from batch_pipelines.providers.client import ProviderClient
+from batch_pipelines.providers.sharding import Shard, shard_requests, split_shard
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,14 @@ import pytest
 from batch_pipelines.core.errors import ProviderError, QueueFullError
 from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.core.requests import Endpoint, LLMRequest
-from batch_pipelines.core.sharding import ShardLimits, shard_requests
+from batch_pipelines.core.shard_rules import ShardLimits
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.providers.anthropic_batch import AnthropicBatchLane, parse_anthropic_batch
 from batch_pipelines.providers.client import ProviderClients
 from batch_pipelines.providers.config import ProviderConfig, ProviderRegistry
 from batch_pipelines.providers.http import build_http_client
 from batch_pipelines.providers.retry import NO_WAIT
+from batch_pipelines.providers.sharding import shard_requests
 
 MODEL = "claude-sonnet-4.6"
 CONFIG = ProviderConfig(

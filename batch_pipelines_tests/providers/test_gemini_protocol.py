@@ -13,7 +13,7 @@ from batch_pipelines.core.errors import InvalidInputError, QueueFullError
 from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
-from batch_pipelines.core.sharding import ShardLimits, shard_requests
+from batch_pipelines.core.shard_rules import ShardLimits
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.core.usage import Usage
 from batch_pipelines.providers.client import build_client
@@ -21,6 +21,7 @@ from batch_pipelines.providers.config import GEMINI_NATIVE_BASE_URL, ProviderCon
 from batch_pipelines.providers.gemini_results import gemini_usage, line_outcome
 from batch_pipelines.providers.gemini_translate import batch_line_request, generate_content_request
 from batch_pipelines.providers.retry import NO_WAIT
+from batch_pipelines.providers.sharding import shard_requests
 
 CHAT = {
     "messages": [

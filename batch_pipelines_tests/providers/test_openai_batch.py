@@ -11,12 +11,13 @@ import pytest
 from batch_pipelines.core.errors import ProviderError, QueueFullError
 from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.core.requests import Endpoint, LLMRequest
-from batch_pipelines.core.sharding import ShardLimits, shard_requests
+from batch_pipelines.core.shard_rules import ShardLimits
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.providers.config import ProviderConfig
 from batch_pipelines.providers.http import build_http_client
 from batch_pipelines.providers.openai_batch import OpenAIBatchLane, parse_openai_batch
 from batch_pipelines.providers.retry import NO_WAIT
+from batch_pipelines.providers.sharding import shard_requests
 
 CONFIG = ProviderConfig(
     name="openai-test", protocol="openai", base_url="https://vendor.test/v1", api_key_env="UNUSED", api_key="sk-test"

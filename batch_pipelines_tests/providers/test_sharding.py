@@ -7,8 +7,9 @@ import pytest
 
 from batch_pipelines.core.errors import InvalidInputError
 from batch_pipelines.core.requests import Endpoint, LLMRequest
-from batch_pipelines.core.sharding import ShardLimits, encode_line, shard_requests, split_shard
+from batch_pipelines.core.shard_rules import ShardLimits
 from batch_pipelines.core.tokens import count_chat_prompt
+from batch_pipelines.providers.sharding import encode_line, shard_requests, split_shard
 
 SYSTEM_A = "You label support tickets. " * 12  # ~300 characters: a shared prefix worth caching
 SYSTEM_B = "You summarise legal contracts. " * 10

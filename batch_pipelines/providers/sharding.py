@@ -1,8 +1,8 @@
 """Split a stream of requests into provider batch input files ("shards") under every cap.
 
 A shard holds one model and one endpoint, and stays under the smallest of: the request cap,
-90% of the byte cap (headroom for the vendor's own accounting and, for Anthropic, the JSON
-envelope around the lines), the embedding-input cap, and the model's enqueued-token budget.
+90% of the byte cap, the embedding-input cap, and the model's enqueued-token budget (the
+rules, pure, are in ``core/shard_rules.py``; this module writes the protocol's JSONL lines).
 
 Requests whose prompts start with the same long system prompt are routed to the same
 *bucket*, so they land in the same shard (or in consecutive shards when there are more of
@@ -20,6 +20,9 @@ Everything is deterministic in the input order: the same requests give the same 
 same bytes and the same fingerprints, which is what makes a retried submit find its own work.
 Custom ids must be unique in a partition: ``submit_partition`` checks that across the whole
 partition, and by default the sharder also refuses a duplicate inside one shard.
+
+Over 450 lines on purpose: one concept (requests streamed into capped shard files) whose two
+phases share the chunk state and the writer thread; split, that state would cross modules.
 """
 
 from __future__ import annotations
@@ -33,24 +36,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from batch_pipelines.core.errors import InvalidInputError
 from batch_pipelines.core.requests import Endpoint, LLMRequest
+from batch_pipelines.core.shard_rules import DEFAULT_MIN_PREFIX_CHARS, ShardLimits, prefix_slot, shared_prefix
+from batch_pipelines.providers.config import Protocol
 
 # ``core.tokens`` loads a 200k-entry vocabulary when imported (seconds, ~100 MB): it is imported
 # only when a shard really needs token counts (a token budget or embedding inputs).
 
-Protocol = Literal["openai", "anthropic", "gemini"]
-
-BYTE_HEADROOM = 0.9
-"""Fill shards to this fraction of the vendor's byte cap."""
-DEFAULT_MIN_PREFIX_CHARS = 256
-"""A system prompt at least this long is worth keeping together for the prompt cache."""
-PREFIX_SLOTS = 16
-"""Buckets per model and endpoint for prompts with a long shared prefix (by a stable hash)."""
 _FLUSH_BYTES = 1 << 20
 _MAX_PENDING_BYTES = 64 << 20
 _MAX_QUEUED_WRITES = 8
@@ -63,39 +60,7 @@ _PROTOCOL_ENDPOINTS: Mapping[str, frozenset[Endpoint]] = {
 }
 # Every line starts with this, which lets us read the custom_id back without parsing JSON.
 _ID_PREFIX = b'{"custom_id":"'
-_SYSTEM_ROLES = ("system", "developer")
 _NO_MESSAGES = (None,)
-
-
-@dataclass(frozen=True, slots=True)
-class ShardLimits:
-    """The caps one provider batch must respect."""
-
-    max_requests: int
-    max_bytes: int
-    max_embedding_inputs: int | None = None
-    token_budgets: Mapping[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.max_requests < 1 or self.max_bytes < 1:
-            raise ValueError(f"shard caps must be positive, got {self.max_requests} requests, {self.max_bytes} bytes")
-
-    @classmethod
-    def from_caps(cls, caps: Any) -> ShardLimits:
-        """From a provider's ``BatchCaps`` (read by attribute, so core does not import adapters)."""
-        return cls(
-            max_requests=caps.max_requests,
-            max_bytes=caps.max_bytes,
-            max_embedding_inputs=caps.max_embedding_inputs,
-            token_budgets=dict(caps.enqueued_token_budget or {}),
-        )
-
-    @property
-    def byte_limit(self) -> int:
-        return int(self.max_bytes * BYTE_HEADROOM)
-
-    def token_limit(self, model: str) -> int | None:
-        return self.token_budgets.get(model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,25 +118,6 @@ def _embedding_inputs(body: Mapping[str, Any]) -> int:
     from batch_pipelines.core.tokens import embedding_input_count
 
     return embedding_input_count(dict(body))
-
-
-def shared_prefix(body: Mapping[str, Any], min_chars: int = DEFAULT_MIN_PREFIX_CHARS) -> str | None:
-    """The long system prompt a request starts with, if any (what a prompt cache can reuse)."""
-    # Called once per request on the hot path: plain dict/list checks, no ABC isinstance.
-    system = body.get("system")  # Anthropic keeps it beside the messages
-    if system is None:
-        messages = body.get("messages")
-        if not messages:
-            return None
-        first = messages[0]
-        if type(first) is not dict or first.get("role") not in _SYSTEM_ROLES:
-            return None
-        system = first.get("content")
-    if type(system) is list:  # typed parts: the text of the parts, in order
-        system = "".join(p.get("text", "") for p in system if type(p) is dict)
-    if type(system) is str and len(system) >= min_chars:
-        return system
-    return None
 
 
 class ContentDigest:
@@ -300,8 +246,7 @@ class _Sharder:
         return lane
 
     def _slot(self, prefix: str) -> int:
-        # crc32, not hash(): the slot must not change between processes (PYTHONHASHSEED).
-        slot = zlib.crc32(prefix.encode()) % PREFIX_SLOTS
+        slot = prefix_slot(prefix)
         if len(self.slot_of_prefix) > 4096:
             self.slot_of_prefix.clear()
         self.slot_of_prefix[prefix] = slot
