@@ -29,6 +29,7 @@ from batch_pipelines.core.errors import (
     ProviderError,
     WorkloadError,
 )
+from batch_pipelines.providers.retry import RetryPolicy
 
 
 class BatchPipelinesFailure(dg.Failure):
@@ -71,6 +72,14 @@ class WorkloadFailure(BatchPipelinesFailure):
 
 class ProviderFailure(BatchPipelinesFailure):
     """The provider refused or failed in a way retries could not fix."""
+
+    @classmethod
+    def from_error(cls, error: BatchPipelinesError) -> BatchPipelinesFailure:
+        # Only a failure that may go differently next time is worth Dagster's retry: no answer,
+        # 408/409/429 or 5xx. A 400-class refusal would be refused again.
+        status = error.status_code if isinstance(error, ProviderError) else None
+        transient = status is None or RetryPolicy.retryable_status(status)
+        return cls(description=error.message, metadata=_metadata(error.details), allow_retries=transient)
 
 
 class LedgerFailure(BatchPipelinesFailure):

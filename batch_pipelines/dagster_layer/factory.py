@@ -91,6 +91,7 @@ def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
         group_name=workload.group_name,
         kinds={"batch"},
         description=f"Submits {workload.name} to the batch lane ({workload.model}).",
+        retry_policy=workload.submit_retry_policy,
     )
     def _submit(
         context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame

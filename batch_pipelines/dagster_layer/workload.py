@@ -25,6 +25,10 @@ from batch_pipelines.core.requests import CUSTOM_ID_PATTERN, Endpoint, Lane, LLM
 
 __all__ = ["BatchWorkload", "InvalidOutput", "custom_id_for"]  # InvalidOutput lives in core.errors
 
+DEFAULT_SUBMIT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
 
@@ -48,6 +52,10 @@ class BatchWorkload:
     vector_column: str | None = None  # a list[float] result column written as fixed-size float32
     downstream: Sequence[dg.AssetKey] = field(default_factory=tuple)  # run with the results, gated by its checks
     summarize: Callable[[pd.DataFrame], Mapping[str, Any]] | None = None  # extra metadata from the result table
+    # Dagster's retry of the submit asset after a transient provider failure (a 5xx, a lost
+    # answer); the resumed submit re-attaches to what exists, so a retry never pays twice.
+    # Config, input and budget failures are never retried. None: no retries.
+    submit_retry_policy: dg.RetryPolicy | None = field(default_factory=lambda: DEFAULT_SUBMIT_RETRY_POLICY)
     group_name: str | None = None
     description: str | None = None
 

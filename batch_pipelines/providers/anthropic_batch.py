@@ -96,6 +96,7 @@ def _request_stream(path: Path) -> Iterator[bytes]:
 class AnthropicBatchLane(BatchLane):
     protocol = "anthropic"
     uses_files = False
+    create_reattaches = False  # no metadata: the submit service looks before a second create
 
     # -- submit ------------------------------------------------------------------------------
     def create(
@@ -133,6 +134,7 @@ class AnthropicBatchLane(BatchLane):
             status_code=response.status_code,
             error_code=code,
             retry_after=parse_retry_after(response.headers),
+            retryable=self.retry.should_retry(response),
         )
 
     def find_unrecorded(

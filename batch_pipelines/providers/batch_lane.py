@@ -90,6 +90,11 @@ class BatchLane(ABC):
     protocol: ClassVar[Protocol]
     uses_files: ClassVar[bool] = False
     """Whether the protocol uploads an input file (``upload``) before creating the batch."""
+    create_reattaches: ClassVar[bool] = True
+    """Whether ``create`` itself finds the batch an unanswered attempt made (by intent key in the
+    batch's metadata) and retries. False where batches carry no metadata (Anthropic): ``create``
+    is sent once, and the caller, which holds the ledger, looks for an unrecorded batch of the
+    shard's size before creating again."""
 
     def __init__(
         self,
@@ -317,6 +322,11 @@ class BatchLane(ABC):
     ) -> Iterator[ItemOutcome]:
         """Every expected custom_id exactly once (see ``results_parsing``)."""
         return iter_outcomes(files.paths, expected_custom_ids, protocol=files.protocol, model=model, report=report)
+
+
+def response_may_have_created(failure: ProviderError) -> bool:
+    """No answer, or a server-side failure: the create may have happened anyway."""
+    return failure.status_code is None or failure.status_code >= 500 or failure.status_code in (408, 409)
 
 
 def metadata_of(payload: Mapping[str, Any]) -> dict[str, str]:

@@ -40,11 +40,11 @@ from batch_pipelines.providers.batch_lane import (
     ResultFiles,
     epoch_to_datetime,
     require_dict,
+    response_may_have_created,
 )
 from batch_pipelines.providers.gemini_results import status_of
 from batch_pipelines.providers.gemini_translate import API_VERSION, batch_line_request, model_path
 from batch_pipelines.providers.http import path_segment
-from batch_pipelines.providers.openai_batch import response_may_have_created
 from batch_pipelines.providers.results_parsing import ParseReport, iter_outcomes
 from batch_pipelines.providers.retry import parse_retry_after, send_with_retry
 from batch_pipelines.providers.sharding import Shard
@@ -219,7 +219,7 @@ class GeminiBatchLane(BatchLane):
                     error_code=status,
                     retry_after=hint,
                 )
-                if isinstance(failure, QueueFullError) or not self.retry.retryable_status(response.status_code):
+                if isinstance(failure, QueueFullError) or not self.retry.should_retry(response):
                     raise failure
             if response_may_have_created(failure):
                 existing = self.find_by_intent(intent_key, created_after=created_after)

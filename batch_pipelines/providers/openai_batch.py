@@ -33,6 +33,7 @@ from batch_pipelines.providers.batch_lane import (
     epoch_to_datetime,
     metadata_of,
     require_dict,
+    response_may_have_created,
 )
 from batch_pipelines.providers.http import path_segment, vendor_error
 from batch_pipelines.providers.results_parsing import openai_usage
@@ -279,8 +280,3 @@ class OpenAIBatchLane(BatchLane):
             else None
         )
         return ResultFiles("openai", output, errors)
-
-
-def response_may_have_created(failure: ProviderError) -> bool:
-    """No answer, or a server-side failure: the create may have happened anyway."""
-    return failure.status_code is None or failure.status_code >= 500 or failure.status_code in (408, 409)

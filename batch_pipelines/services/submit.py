@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import InvalidInputError, LedgerError, ProviderError, QueueFullError
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.core.shard_rules import ShardLimits
+from batch_pipelines.providers.batch_lane import response_may_have_created
 from batch_pipelines.providers.client import ProviderClient
 from batch_pipelines.providers.sharding import Shard, shard_requests, split_shard
 
@@ -197,14 +199,7 @@ class _ShardSubmitter:
                 hook("uploaded")
                 ledger.mark_intent_uploaded(key, file_id)
                 hook("upload_recorded")
-            info = lane.create(
-                shard,
-                intent_key=key,
-                fingerprint=shard.fingerprint,
-                input_file_id=file_id,
-                metadata={"bp_job": self.job[:512], "bp_partition": self.partition[:512]},
-                created_after=since,
-            )
+            info = self._create(intent, shard, file_id=file_id, since=since)
             hook("created")
         if intent.vendor_batch_id != info.vendor_batch_id:
             ledger.mark_intent_submitted(key, info.vendor_batch_id)
@@ -221,6 +216,53 @@ class _ShardSubmitter:
         self._clean_orphan_uploads(key, keep=info.input_file_id)
         hook("cleaned")
         return info
+
+    def _create(self, intent: Any, shard: Shard, *, file_id: str | None, since: datetime) -> BatchInfo:
+        """Create the shard's batch; after a failed or unanswered create, look for it before asking again.
+
+        Lanes whose batches carry the intent key in metadata do this inside ``create``. For the
+        others (Anthropic) a 5xx or a lost answer may still have created the batch, so after the
+        policy's wait the ledger and ``find_unrecorded`` are consulted first, and only when no
+        batch of the shard's size appeared is the create sent again, within the lane's retry policy.
+        """
+        lane = self.lane
+        started = lane.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                created: BatchInfo = lane.create(
+                    shard,
+                    intent_key=intent.intent_key,
+                    fingerprint=shard.fingerprint,
+                    input_file_id=file_id,
+                    metadata={"bp_job": self.job[:512], "bp_partition": self.partition[:512]},
+                    created_after=since,
+                )
+                return created
+            except QueueFullError:
+                raise
+            except ProviderError as failure:
+                retryable = failure.details.get("retryable", failure.status_code is None)
+                if lane.create_reattaches or not response_may_have_created(failure) or not retryable:
+                    raise
+                delay = lane.retry.next_delay(
+                    attempt=attempt,
+                    elapsed=lane.clock() - started,
+                    hint=failure.details.get("retry_after"),
+                    rand=random.random(),
+                )
+                if delay is None:
+                    raise
+                log.warning(
+                    "create for %s failed (%s); looking for the batch before trying again",
+                    intent.intent_key,
+                    failure.message,
+                )
+                lane.sleep(delay)  # give the vendor's list time to show a batch the lost answer made
+                found = self._existing_batch(intent, shard, resumed=True)
+                if found is not None:
+                    return found
 
     def _clean_orphan_uploads(self, key: str, *, keep: str | None) -> None:
         """Delete stray uploads of an earlier attempt; optional, so a failure is logged and skipped.

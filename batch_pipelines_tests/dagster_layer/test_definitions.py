@@ -133,3 +133,22 @@ def test_classification_system_prompt_is_cacheable():
     from batch_pipelines.core.tokens import count_text
 
     assert count_text(classification.SYSTEM) > 1100
+
+
+def test_the_submit_asset_retries_transient_provider_failures_only():
+    """The submit asset carries the workload's Dagster retry policy; a 5xx or lost answer may be retried,
+    a 400-class refusal, bad input or a budget breach never is."""
+    from batch_pipelines.core.errors import BudgetExceededError, ProviderError
+    from batch_pipelines.dagster_layer.errors import failure_for
+    from batch_pipelines.dagster_layer.factory import batch_workload
+    from batch_pipelines.dagster_layer.workload import DEFAULT_SUBMIT_RETRY_POLICY
+
+    wdefs = batch_workload(_workload())
+    assert wdefs.submit_asset.op.retry_policy == DEFAULT_SUBMIT_RETRY_POLICY
+    assert DEFAULT_SUBMIT_RETRY_POLICY.max_retries >= 1
+    assert batch_workload(_workload(submit_retry_policy=None)).submit_asset.op.retry_policy is None
+    assert failure_for(ProviderError("create failed", status_code=503)).allow_retries is True
+    assert failure_for(ProviderError("no answer", status_code=None)).allow_retries is True
+    assert failure_for(ProviderError("bad request", status_code=400)).allow_retries is False
+    assert failure_for(InvalidInputError("bad rows")).allow_retries is False
+    assert failure_for(BudgetExceededError("over")).allow_retries is False

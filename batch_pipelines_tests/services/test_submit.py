@@ -207,3 +207,71 @@ def test_a_queue_too_full_for_even_the_smallest_split_raises_queue_full(tmp_path
     with pytest.raises(QueueFullError):
         submit_partition(ledger, client, requests_for("gpt-5.4-mini"), job="j", partition="p", work_dir=tmp_path / "w")
     assert ledger.item_counts("j", "p") == {"pending": ITEMS} and vendor.batches == []
+
+
+class FlakyCreateVendor:
+    """A vendor of either protocol whose first create answers 500: after creating the batch
+    (``lost_answer``: the answer is lost) or before (nothing was created)."""
+
+    def __init__(self, protocol: str, *, lost_answer: bool) -> None:
+        self.protocol = protocol
+        self.lost_answer = lost_answer
+        self.batches: list[dict] = []
+        self.creates = 0
+        self.ids = itertools.count()
+
+    def _batch(self, request: httpx.Request) -> dict:
+        body = orjson.loads(request.content)
+        if self.protocol == "anthropic":
+            n = len(body["requests"])
+            return {
+                "id": f"msgbatch_{next(self.ids)}",
+                "type": "message_batch",
+                "processing_status": "in_progress",
+                "request_counts": {"processing": n, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+                "created_at": "2030-01-01T00:00:00Z",
+            }
+        return {
+            "id": f"batch_{next(self.ids)}",
+            "status": "validating",
+            "input_file_id": body["input_file_id"],
+            "metadata": body["metadata"],
+            "created_at": 1_900_000_000,
+        }
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        create_path = "/v1/messages/batches" if self.protocol == "anthropic" else "/v1/batches"
+        if request.method == "POST" and path == create_path:
+            self.creates += 1
+            if self.creates == 1:
+                if self.lost_answer:
+                    self.batches.append(self._batch(request))
+                return httpx.Response(500, json={"error": {"message": "internal error", "type": "api_error"}})
+            batch = self._batch(request)
+            self.batches.append(batch)
+            return httpx.Response(200, json=batch)
+        if request.method == "GET" and path == create_path:
+            return httpx.Response(200, json={"data": list(reversed(self.batches)), "has_more": False})
+        if request.method == "POST" and path == "/v1/files":
+            return httpx.Response(200, json={"id": f"file-{next(self.ids)}", "object": "file"})
+        if request.method == "GET" and path == "/v1/files":
+            return httpx.Response(200, json={"data": [], "has_more": False})
+        raise AssertionError(f"unexpected {request.method} {path}")
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+@pytest.mark.parametrize("lost_answer", [True, False], ids=["created-then-500", "500-before-create"])
+def test_a_5xx_on_create_looks_for_the_batch_before_creating_again(tmp_path, ledger, protocol, lost_answer):
+    """One 5xx on create, under both protocols: if the vendor made the batch it is adopted, else one more
+    create is sent; either way one batch holds the shard and its items are assigned once."""
+    vendor = FlakyCreateVendor(protocol, lost_answer=lost_answer)
+    base = "https://vendor.test" if protocol == "anthropic" else "https://vendor.test/v1"
+    config = ProviderConfig(name="v", protocol=protocol, base_url=base, api_key_env="UNUSED", api_key="sk-test")
+    client = build_client(config, transport=httpx.MockTransport(vendor), retry=NO_WAIT, sleep=lambda s: None)
+    model = "claude-sonnet-4.6" if protocol == "anthropic" else "gpt-5.4-mini"
+    [info] = submit_partition(ledger, client, requests_for(model), job="j", partition="p", work_dir=tmp_path / "w")
+    assert len(vendor.batches) == 1 and info.vendor_batch_id == vendor.batches[0]["id"]
+    assert vendor.creates == (1 if lost_answer else 2)
+    assert ledger.item_counts("j", "p") == {"submitted": ITEMS}
+    assert {item.attempts for item in ledger.iter_items("j", "p")} == {1}
