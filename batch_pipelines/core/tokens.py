@@ -109,14 +109,28 @@ def _content_text(content: Any) -> str:
     return str(content)
 
 
+def _gemini_text(content: Any) -> str:
+    """Text of a Gemini ``Content`` (``{"parts": [{"text"}, ...]}``)."""
+    return _content_text(content.get("parts")) if isinstance(content, dict) else ""
+
+
 def prompt_text(body: dict[str, Any]) -> list[str]:
-    """The prompt's text segments in order: system first, then each message."""
+    """The prompt's text segments in order: system first, then each message.
+
+    Reads the OpenAI and Anthropic shapes, and Gemini's native one (``systemInstruction`` and
+    ``contents``), so a native body is estimated like a translated one.
+    """
     parts: list[str] = []
     system = body.get("system")  # Anthropic puts the system prompt beside the messages
     if system:
         parts.append(_content_text(system))
     for message in body.get("messages") or ():
         parts.append(_content_text(message.get("content")))
+    instruction = body.get("systemInstruction", body.get("system_instruction"))
+    if instruction:
+        parts.append(_gemini_text(instruction))
+    for content in body.get("contents") or ():
+        parts.append(_gemini_text(content))
     return parts
 
 
@@ -150,6 +164,8 @@ def count_embedding_input(body: dict[str, Any], encoding: str | None = None) -> 
     """Input tokens of an embeddings request body (``encoding`` defaults to the model's)."""
     enc = encoding or encoding_for_model(body.get("model"))
     value = body.get("input")
+    if value is None and isinstance(body.get("content"), dict):  # Gemini's native EmbedContentRequest
+        value = _gemini_text(body["content"])
     if isinstance(value, str):
         return count_text(value, enc)
     if isinstance(value, list):

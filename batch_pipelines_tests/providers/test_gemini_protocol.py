@@ -303,3 +303,15 @@ def test_cached_and_thinking_tokens_from_the_emulator_are_priced_at_their_rates(
         + second.usage.output_tokens * rates.output
     ) / Decimal(1_000_000)
     assert book.cost("gemini-3-flash", second.usage, Lane.SYNC).cost_usd == expected
+
+
+def test_native_bodies_are_estimated_like_translated_ones():
+    """The offline estimate counts a native body's systemInstruction and contents as it counts the same
+    prompt in the chat shape, so budgets hold for native bodies too."""
+    from batch_pipelines.core.tokens import count_chat_prompt, count_embedding_input
+
+    chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]}
+    native = generate_content_request(chat, "x")
+    assert count_chat_prompt(native) == count_chat_prompt(chat) > 0
+    embed = batch_line_request(Endpoint.EMBEDDINGS, {"input": "some text"}, "gemini-embedding-001", "y")
+    assert count_embedding_input(embed) == count_embedding_input({"input": "some text"}) > 0
