@@ -36,6 +36,8 @@ HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # HourlyPartitionsDefinition's key format
 BUFFER_DEPTH = "buffer_depth"
 BUFFER_OLDEST_AGE_SECONDS = "buffer_oldest_age_seconds"
 FLUSHES = "flushes"
+DEADLINE_WARNINGS = "deadline_warnings"  # calls whose deadline even the sync lane could not meet
+DEADLINE_WARNINGS_DETAIL = "deadline_warnings_detail"  # up to 50: call id -> the warning
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,13 @@ def _deferred_calls_asset(hourly: dg.HourlyPartitionsDefinition, flush_policy: F
         gateway = batch_gateway.gateway
         metadata = results_metadata(result.report, provider_of=lambda m: gateway.registry.provider_for(m).protocol)
         metadata[FLUSHES] = dg.MetadataValue.json(list(result.flush_ids))
+        metadata[DEADLINE_WARNINGS] = len(result.deadline_warnings)
+        if result.deadline_warnings:
+            shown = dict(result.deadline_warnings[:50])
+            metadata[DEADLINE_WARNINGS_DETAIL] = dg.MetadataValue.json(shown)
+            context.log.warning(
+                f"{len(result.deadline_warnings)} call(s) had deadlines even the sync lane could not meet"
+            )
         yield dg.MaterializeResult(metadata=metadata)
 
     return _deferred_calls

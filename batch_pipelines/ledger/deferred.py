@@ -364,6 +364,20 @@ class DeferredBuffer:
         with self.ledger._reading() as connection:
             return [_flush_row(r._mapping) for r in connection.execute(query)]
 
+    def warned_calls(self, flush_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(call id, warning) of the calls in these flushes whose deadline even the sync lane could not meet."""
+        c = deferred_calls
+        found: list[tuple[str, str]] = []
+        for chunk in _chunks(list(flush_ids)):
+            with self.ledger._reading() as connection:
+                rows = connection.execute(
+                    select(c.c.call_id, c.c.warning)
+                    .where(c.c.flush_id.in_(chunk), c.c.warning.is_not(None))
+                    .order_by(c.c.call_id)
+                ).all()
+            found.extend((r.call_id, r.warning) for r in rows)
+        return found
+
     def batch_durations(self, provider: str, model: str, limit: int) -> list[timedelta]:
         """Create-to-end durations of the latest ``limit`` completed batches of a provider's model."""
         b = batches_t

@@ -275,7 +275,8 @@ class DeferredFlusher:
             )
             for flush_id in ids
         ]
-        return WindowReport(ids, (), merge_reports(DEFERRED_JOB, window, reports))
+        warnings = tuple(self.buffer.warned_calls(ids))
+        return WindowReport(ids, (), merge_reports(DEFERRED_JOB, window, reports), warnings)
 
     # -- deadlines --------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ class WindowReport:
     flush_ids: tuple[str, ...]
     unfinished: tuple[str, ...]
     report: ReconcileReport | None  # None until every flush of the window is collected
+    # (call id, warning) of calls whose deadline even the sync lane could not meet: said, never hidden
+    deadline_warnings: tuple[tuple[str, str], ...] = ()
 
     @property
     def complete(self) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from batch_pipelines.core.batches import QUEUE_FULL_CODES
-from batch_pipelines.core.lanes import LanePolicy, RetryVerdict, batch_can_meet, choose_retry_lane, retry_verdict
+from batch_pipelines.core.lanes import LanePolicy, RetryVerdict, choose_call_lane, choose_retry_lane, retry_verdict
 from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.core.status import BatchStatus
@@ -113,9 +113,10 @@ class RetryRounds:
         deadlines = [i.deadline for i in pending if i.deadline is not None]
         deadline = min(deadlines) if deadlines else None
         limit: int | None = None
-        if refused and batch_can_meet(deadline, now, self.policy):
+        on_batch = choose_call_lane(deadline=deadline, now=now, group_size=len(ids), policy=self.policy).lane
+        if refused and on_batch is Lane.BATCH:
             # The queue refused work: stay on the batch lane (no attempt was spent), in pieces
-            # half the size of the smallest refused batch, while the deadline allows.
+            # half the size of the smallest refused batch, while the watchdog could still rescue them.
             limit = max(1, min(self._intent_size(r) for r in refused) // 2)
             lane = Lane.BATCH
         else:

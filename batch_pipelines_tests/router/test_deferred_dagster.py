@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 
 from batch_pipelines import BatchGatewayResource, deferred_router
@@ -30,6 +32,8 @@ def test_flush_sensor_completion_sensor_and_hourly_asset_with_checks(emu, tmp_pa
     instance = dg.DagsterInstance.ephemeral()
     router = resource.build_router(policy)
     ids = [router.call(chat(i)).id for i in range(10)]
+    late = router.call(chat(10), deadline=timedelta(seconds=-60))  # even sync is late: served at once, warned
+    assert late.status == "succeeded" and late.warning
 
     flushed = tick(defs, router_defs.flush_sensor, instance)
     observed = flushed.asset_events[0]
@@ -52,9 +56,10 @@ def test_flush_sensor_completion_sensor_and_hourly_asset_with_checks(emu, tmp_pa
     )
     assert result.success
     metadata = latest_metadata(instance, DEFERRED_CALLS_KEY, hour)
-    assert metadata["items_total"] == 10 and metadata["items_succeeded"] == 10
-    assert metadata["savings_pct"] > 49
-    assert len(metadata["flushes"]) == 2
+    assert metadata["items_total"] == 11 and metadata["items_succeeded"] == 11
+    assert metadata["deadline_warnings"] == 1 and late.id in metadata["deadline_warnings_detail"]
+    assert 40 < metadata["savings_pct"] < 50  # ten calls at half price, one at the sync price
+    assert len(metadata["flushes"]) == 3
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} == {"success_rate_at_least", "cost_within_budget"}
     assert all(c.passed for c in checks)
