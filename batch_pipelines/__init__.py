@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         WorkloadFailure,
     )
     from batch_pipelines.dagster_layer.factory import BatchWorkloadDefinitions, batch_workload
+    from batch_pipelines.dagster_layer.invoice import daily_invoice_asset
     from batch_pipelines.dagster_layer.resources import BatchGatewayResource, LanePolicyConfig
     from batch_pipelines.dagster_layer.workload import BatchWorkload
     from batch_pipelines.services.router import CallResult, DeferredCall, Router
@@ -64,6 +65,7 @@ _LAZY_NAMES = {
     "DeferredRouterDefinitions": "batch_pipelines.dagster_layer.deferred",
     "deferred_router": "batch_pipelines.dagster_layer.deferred",
     "cost_budget_check": "batch_pipelines.dagster_layer.checks",
+    "daily_invoice_asset": "batch_pipelines.dagster_layer.invoice",
     "success_rate_check": "batch_pipelines.dagster_layer.checks",
     "BatchPipelinesFailure": "batch_pipelines.dagster_layer.errors",
     "BudgetExceeded": "batch_pipelines.dagster_layer.errors",
@@ -107,6 +109,7 @@ __all__ = [
     "deferred_router",
     "cost_budget_check",
     "success_rate_check",
+    "daily_invoice_asset",
     # Call-site router (plain Python, no Dagster)
     "CallResult",
     "DeferredCall",

@@ -10,6 +10,7 @@ file instead (README: "Configure a real provider").
 
 import dagster as dg
 
+from batch_pipelines.dagster_layer.invoice import daily_invoice_asset
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.emulator import EMULATOR_URL_ENV
 from batch_pipelines.workloads import classification, embedding_backfill, evals, nightly_reports
@@ -30,6 +31,13 @@ nightly_submit_job = dg.define_asset_job(
 )
 nightly_schedule = dg.build_schedule_from_partitioned_job(nightly_submit_job, hour_of_day=1, minute_of_hour=0)
 
+# The day's spend from the ledger, downstream of the daily workloads' results. (The embedding
+# backfill is partitioned by shard, not by day: its spend is in the invoice, not in the lineage.)
+daily_invoice = daily_invoice_asset(
+    start_date="2026-01-01",
+    deps=[w.workload.results_key for w in (nightly_reports.defs, classification.defs, evals.defs)],
+)
+
 
 def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Definitions:
     return dg.Definitions(
@@ -40,6 +48,7 @@ def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Defini
             embedding_backfill.corpus_chunks,
             evals.eval_cases,
             *(asset for w in WORKLOADS for asset in w.assets),
+            daily_invoice,
         ],
         asset_checks=[check for w in WORKLOADS for check in w.checks],
         sensors=[sensor for w in WORKLOADS for sensor in w.sensors],

@@ -43,3 +43,11 @@ def outcome_count(kind: str) -> str:
 def token_key(provider: str, model: str, field: str) -> str:
     """``openai.gpt-5.4-mini.prompt_tokens`` (fields: prompt_tokens, cached_tokens, completion_tokens, total_tokens)."""
     return f"{provider}.{model}.{field}"
+
+
+# daily_invoice (dagster_layer/invoice.py); it also writes COST_USD, COST_USD_EXACT, SYNC_EQUIVALENT_USD,
+# SAVINGS_USD, SAVINGS_PCT, PAID_TWICE_USD and SUMMARY (the invoice as a markdown table).
+INVOICE_PROMOTION_EXTRA_USD = "promotion_extra_usd"  # the sync premium on promoted attempts plus paid twice
+INVOICE_RETRY_EXTRA_USD = "retry_extra_usd"  # the sync premium on retries plus attempts billed for unused answers
+INVOICE_CHART = "chart"  # markdown with the PNG of spend by workload inlined (base64)
+INVOICE_CHART_PATH = "chart_path"  # the same PNG as a file under the results folder
