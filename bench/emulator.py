@@ -2,10 +2,11 @@
 
 Uploads a bulk-classification workload (a short system prompt listing the labels and a
 distinct ticket per line) as files of at most 50,000 lines, creates the batches on a frozen
-clock, then times the reads that make the emulator validate and process every line. A second,
+clock, then times from the batches' creation until every line has been validated and answered
+(the emulator's background worker does that work from creation; reads only admit it). A second,
 smaller run uses a ~1,400-token shared system prompt (the cache-friendly shape, where every
 line also pays prefix-cache hashing) and is reported for information. The baseline, measured in
-the same run, is a bare orjson parse-and-serialise of the same lines.
+the same run, is a bare orjson parse-and-serialise of the same lines; the target is a ratio to it.
 
     .venv/bin/python -m bench.emulator [--quick] [--lines N]
 """
@@ -20,7 +21,11 @@ import orjson
 
 from batch_pipelines.emulator.testing import run_emulator
 
-TARGET_LINES_PER_SECOND = 50_000
+# The emulator's rate as a share of a bare orjson parse-and-serialise of the same lines, both
+# measured in the same run, so the verdict does not depend on how busy the machine is. 0.12
+# is the bar the old absolute target (50,000 lines/s) set against the 413,782 lines/s baseline
+# measured beside it on 2026-11-27.
+TARGET_RATIO = 0.12
 LINES_PER_FILE = 50_000
 LABELS = ["billing", "shipping", "technical", "account", "refund", "feedback"]
 SYSTEM_PROMPT = (
@@ -68,8 +73,12 @@ def baseline(lines: list[bytes]) -> float:
 
 
 def run(emu, http: httpx.Client, total: int, system: str) -> tuple[float, int, list[bytes]]:
-    """Upload and create the batches, then time the reads that process them."""
-    batch_ids = []
+    """Upload every file first, then time from the batches' creation until every line is answered.
+
+    The emulator answers a batch's lines on a background worker from its creation, so the clock
+    starts before the first create and stops once a read finds every batch completed.
+    """
+    file_ids = []
     first_file: list[bytes] = []
     for start in range(0, total, LINES_PER_FILE):
         lines = request_lines(min(LINES_PER_FILE, total - start), start, system)
@@ -78,18 +87,24 @@ def run(emu, http: httpx.Client, total: int, system: str) -> tuple[float, int, l
             "/files", data={"purpose": "batch"}, files={"file": ("tickets.jsonl", b"\n".join(lines) + b"\n")}
         )
         upload.raise_for_status()
+        file_ids.append(upload.json()["id"])
+    started = time.perf_counter()
+    batch_ids = []
+    for file_id in file_ids:
         created = http.post(
-            "/batches",
-            json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+            "/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
         )
         created.raise_for_status()
         batch_ids.append(created.json()["id"])
     emu.advance(60)
-    started = time.perf_counter()
-    for batch_id in batch_ids:
-        batch = http.get(f"/batches/{batch_id}").json()
+    waiting = list(batch_ids)
+    while waiting:  # a read waits at most 10 s for unfinished work, then says 'validating'
+        batch = http.get(f"/batches/{waiting[0]}").json()
+        if batch["status"] == "validating":
+            continue
         assert batch["status"] == "completed", batch["status"]
         assert batch["request_counts"]["completed"] == batch["request_counts"]["total"]
+        waiting.pop(0)
     elapsed = time.perf_counter() - started
     cached = sum(emu.stats()["usage"][b]["cached_tokens"] for b in batch_ids)
     return total / elapsed, cached, first_file
@@ -120,8 +135,9 @@ def main() -> None:
         f"at {long_rate:,.0f} lines/s, {long_cached:,} cached tokens"
     )
     print(f"  baseline: orjson parse+serialise of the same lines {long_floor:,.0f} lines/s")
-    verdict = "met" if rate >= TARGET_LINES_PER_SECOND else "missed"
-    print(f"TARGET emulator: {rate:,.0f} lines/s vs {TARGET_LINES_PER_SECOND} {verdict}")
+    ratio = rate / floor
+    verdict = "met" if ratio >= TARGET_RATIO else "missed"
+    print(f"TARGET emulator: {ratio:.3f}x of orjson parse+serialise ({rate:,.0f} lines/s) vs {TARGET_RATIO}x {verdict}")
 
 
 if __name__ == "__main__":

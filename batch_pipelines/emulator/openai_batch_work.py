@@ -192,10 +192,14 @@ def prepare(work: Path, record: Mapping[str, Any], responder: Responder) -> Prep
 
 def _too_many_lines(path: Path) -> bool:
     """Whether the file holds more than MAX_LINES non-blank lines (newlines counted first: cheap)."""
-    data = path.read_bytes()
-    if data.count(b"\n") < MAX_LINES:
+    newlines = 0
+    with open(path, "rb") as source:
+        while chunk := source.read(8 << 20):
+            newlines += chunk.count(b"\n")
+    if newlines < MAX_LINES:
         return False
-    return sum(1 for line in data.split(b"\n") if line.strip()) > MAX_LINES
+    with open(path, "rb") as source:
+        return sum(1 for line in source if line.strip()) > MAX_LINES
 
 
 class BatchWorker:
