@@ -65,3 +65,18 @@ def test_readme_workload_example_loads():
     assert {"reviews", "review_sentiment_batch", "review_sentiment_results"} <= keys
     assert repo.get_sensor_def("review_sentiment_completion_sensor")
     assert repo.get_sensor_def("review_sentiment_deadline_sensor")
+
+
+def test_readme_extra_headers_example_loads_and_sends_its_headers(monkeypatch):
+    """The README's extra_headers provider is a valid registry whose headers ride beside the auth header."""
+    import yaml
+
+    from batch_pipelines.providers.http import auth_headers
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("```yaml", text.index("`extra_headers`: headers sent with every request"))
+    block = text[start + len("```yaml") : text.index("```", start + 7)]
+    registry = ProviderRegistry.from_mapping(yaml.safe_load(block))
+    monkeypatch.setenv("ROUTER_API_KEY", "sk-test")
+    headers = auth_headers(registry.provider_for("deepseek-v3.2"))
+    assert headers["X-Title"] == "nightly batch" and headers["Authorization"] == "Bearer sk-test"
