@@ -3,7 +3,6 @@ duplicated row or a double-counted cost; two PostgreSQL workers reconcile into o
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 
@@ -22,8 +21,6 @@ from batch_pipelines_tests.reliability.pipeline import (
     start,
     submit,
 )
-
-POSTGRES_ENV = "BATCH_PIPELINES_TEST_POSTGRES_URL"
 
 
 class Crash(BaseException):
@@ -198,12 +195,10 @@ def test_crash_mid_promotion_resumes(emu, vtime, tmp_path):
     assert assert_invariants(scenario) == {"succeeded": 20}
 
 
-@pytest.mark.skipif(
-    not os.environ.get(POSTGRES_ENV), reason=f"set {POSTGRES_ENV} to run the PostgreSQL concurrency test"
-)
-def test_two_workers_reconcile_the_same_partition_once(emu, vtime, tmp_path):
+@pytest.mark.postgres
+def test_two_workers_reconcile_the_same_partition_once(emu, vtime, tmp_path, postgres_schema_url):
     """Two workers (own Gateway and Ledger each) reconciling one partition at once produce one set of results."""
-    url = os.environ[POSTGRES_ENV]
+    url = postgres_schema_url  # a schema of its own: runs in parallel never share a ledger
     with_profile(emu, item_error_rate=0.2, item_error_kinds={"server_error_500": 1, "invalid_request_400": 1})
     gateways = [build_gateway(emu, tmp_path / f"w{n}", vtime, ledger_url=url) for n in range(2)]
     for gw in gateways:  # one shared results and work area, as workers on one deployment have
