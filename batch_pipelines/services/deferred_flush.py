@@ -215,7 +215,8 @@ class DeferredFlusher:
         submitted = [f for f in self.buffer.flushes([FLUSH_SUBMITTED]) if flush_ids is None or f.flush_id in flush_ids]
         if not submitted:
             return report
-        self.gateway.poll(DEFERRED_JOB)
+        if any(f.lane is Lane.BATCH for f in submitted):  # a sync flush has no batch to ask about
+            self.gateway.poll(DEFERRED_JOB)
         for flush in submitted:
             progress = self.gateway.progress(DEFERRED_JOB, flush.flush_id)
             if not progress.all_terminal:

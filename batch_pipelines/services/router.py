@@ -200,8 +200,8 @@ class Router:
         )
         if choice.lane is Lane.SYNC and row.state != CALL_FLUSHED:
             group = WaitingGroup(provider, checked.model, checked.endpoint.value, 1, row.created_at, due)
-            self.flusher.flush_calls(group, [row.call_id])
-            self.flusher.collect()
+            flushes = self.flusher.flush_calls(group, [row.call_id])
+            self.flusher.collect([f.flush_id for f in flushes])  # only this call's: the caller is waiting
             return self.get(row.call_id)
         if not _new:
             return self.get(row.call_id)
