@@ -38,7 +38,7 @@ from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import InvalidInputError, LedgerError, ProviderError, QueueFullError
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.core.shard_rules import ShardLimits
-from batch_pipelines.providers.batch_lane import response_may_have_created
+from batch_pipelines.providers.batch_lane import ROUTE_MISSING, response_may_have_created
 from batch_pipelines.providers.client import ProviderClient
 from batch_pipelines.providers.sharding import Shard, shard_requests, split_shard
 
@@ -289,15 +289,24 @@ class _ShardSubmitter:
         if not resumed:
             return None  # a brand-new intent: nothing can exist for it yet
         since = intent.created_at - CLOCK_SKEW
-        found = self.lane.find_by_intent(intent.intent_key, created_after=since)
-        if found is not None:
-            return found
-        # Vendors without batch metadata: an unrecorded batch of the shard's size may be ours.
-        candidates = [
-            c
-            for c in self.lane.find_unrecorded(created_after=since, request_count=shard.request_count)
-            if self.ledger.get_batch(self.provider, c.vendor_batch_id) is None
-        ]
+        try:
+            found = self.lane.find_by_intent(intent.intent_key, created_after=since)
+            if found is not None:
+                return found
+            # Vendors without batch metadata: an unrecorded batch of the shard's size may be ours.
+            unrecorded = self.lane.find_unrecorded(created_after=since, request_count=shard.request_count)
+        except ProviderError as exc:
+            if exc.status_code not in ROUTE_MISSING:
+                raise
+            # Creating again could pay twice, and this server cannot say whether it must.
+            raise LedgerError(
+                f"intent {intent.intent_key} has no recorded batch, and {self.provider!r} has no batch list "
+                f"(HTTP {exc.status_code}) to tell whether an earlier attempt created one; refusing to create "
+                "another. Look for a batch of this job and partition in the vendor's console.",
+                intent_key=intent.intent_key,
+                provider=self.provider,
+            ) from None
+        candidates = [c for c in unrecorded if self.ledger.get_batch(self.provider, c.vendor_batch_id) is None]
         if len(candidates) > 1:
             # Two unrecorded batches of this size: adopting the wrong one, or creating a third,
             # could pay twice. A person has to look.

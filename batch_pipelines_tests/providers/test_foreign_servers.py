@@ -206,3 +206,29 @@ def test_a_hostile_vendor_id_stays_one_path_segment(hostile):
     url = httpx.URL(f"https://vendor.test/v1/batches/{path_segment(hostile)}")
     assert url.raw_path.startswith(b"/v1/batches/") and url.raw_path.count(b"/") == 3
     assert url.query == b"" and url.fragment == "" and url.path.startswith("/v1/batches/")
+
+
+def test_a_resumed_submit_on_a_server_without_a_batch_list_refuses_to_guess(tmp_path, ledger):
+    """A submit that died after create, resumed where no GET /v1/batches exists: a clear error, no second batch."""
+    from batch_pipelines.core.errors import LedgerError
+
+    server = MinimalOpenAIServer()
+    client = build_client(openai_config(), transport=httpx.MockTransport(server), retry=NO_WAIT)
+
+    def crash_after_create(step: str) -> None:
+        if step == "created":
+            raise RuntimeError("the process dies here")
+
+    with pytest.raises(RuntimeError):
+        submit_partition(
+            ledger,
+            client,
+            chat_requests(),
+            job="j",
+            partition="p",
+            work_dir=tmp_path / "w",
+            crash_hook=crash_after_create,
+        )
+    with pytest.raises(LedgerError, match="has no batch list \\(HTTP 405\\).*refusing to create another"):
+        submit_partition(ledger, client, chat_requests(), job="j", partition="p", work_dir=tmp_path / "w")
+    assert len(server.batches) == 1
