@@ -109,7 +109,7 @@ class AnthropicBatches:
                 "created_at": self.clock.now(),
                 "profile": profile.to_dict(),
                 "plan": {
-                    "duration": profile.validation_seconds + span.min + u[0] * (span.max - span.min),
+                    "duration": profile.validation_seconds + span.draw(u[0]),
                     "expires": profile.never_complete or u[1] < profile.expire_rate,
                 },
                 "processing_status": "in_progress",

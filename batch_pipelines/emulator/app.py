@@ -136,7 +136,11 @@ class Emulator:
     async def sync_faults(self, key: str) -> None:
         profile = self._profile
         attempt = self.faults.next_attempt(key)
-        if attempt < profile.sync_429_burst:
+        # A burst refuses every request's first attempts; the rate refuses a seeded share of
+        # attempts (the occasional 429 a busy provider gives), so a retry usually gets through.
+        if attempt < profile.sync_429_burst or (
+            profile.sync_429_rate and chance(profile.seed, "sync429", key, attempt) < profile.sync_429_rate
+        ):
             wait = profile.retry_after_seconds
             raise ApiError(
                 429,

@@ -137,7 +137,7 @@ class OpenAIBatches:
                 "created_at": now,
                 "profile": profile.to_dict(),
                 "plan": {
-                    "duration": span.min + u[0] * (span.max - span.min),
+                    "duration": span.draw(u[0]),
                     "expires": profile.never_complete or u[1] < profile.expire_rate,
                 },
                 "status": "validating",

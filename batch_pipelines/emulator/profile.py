@@ -3,7 +3,7 @@
 A profile is a YAML mapping whose every key is optional. It is validated once, when loaded,
 into an immutable ``Profile``; an unknown key or a value out of range is a ``ConfigError``
 naming the key, so a typo in a fault profile fails loudly instead of silently testing nothing.
-Bundled profiles (``default``, ``demo``, ``faulty``) live beside this module.
+Bundled profiles (``default``, ``demo``, ``faulty``, ``realistic``) live beside this module.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from batch_pipelines.core.config_files import load_yaml_file
@@ -22,12 +23,31 @@ PROFILES_DIR = Path(__file__).with_name("profiles")
 ITEM_ERROR_KINDS = ("invalid_request_400", "server_error_500", "rate_limited_429")
 
 
+_P95_Z = NormalDist().inv_cdf(0.95)
+_UNIT = NormalDist()
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
-    """A closed range of virtual seconds; each batch draws its value from it (seeded)."""
+    """A closed range of virtual seconds; each batch draws its value from it (seeded).
+
+    Uniform over ``[min, max]``; or, with ``median`` and ``p95``, lognormal (real batch
+    turnaround is long-tailed: most batches end within an hour or two, a few take most of the
+    window), clamped to ``[min, max]``.
+    """
 
     min: float
     max: float
+    median: float | None = None
+    p95: float | None = None
+
+    def draw(self, u: float) -> float:
+        """The value for the uniform number ``u`` in [0, 1)."""
+        if self.median is None or self.p95 is None:
+            return self.min + u * (self.max - self.min)
+        sigma = math.log(self.p95 / self.median) / _P95_Z
+        z = _UNIT.inv_cdf(min(max(u, 1e-12), 1.0 - 1e-12))
+        return min(self.max, max(self.min, self.median * math.exp(sigma * z)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +73,7 @@ class Profile:
     enqueued_token_limits: Mapping[str, int] = field(default_factory=dict)
     # Sync-lane and route faults.
     sync_429_burst: int = 0
+    sync_429_rate: float = 0.0
     retry_after_seconds: float = 1.0
     sync_5xx_rate: float = 0.0
     slow_response_seconds: float = 0.0
@@ -119,13 +140,35 @@ def _span(name: str, value: Any) -> Span:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = _seconds(name, value)
         return Span(seconds, seconds)
-    if not isinstance(value, Mapping) or set(value) - {"min", "max"} or not value:
-        raise ConfigError(f"emulator profile key {name!r} must be a number or {{min: S, max: S}}, got {value!r}")
+    if isinstance(value, Mapping):  # a profile's own to_dict writes the unused lognormal keys as null
+        value = {k: v for k, v in value.items() if v is not None}
+    if not isinstance(value, Mapping) or set(value) - {"min", "max", "median", "p95"} or not value:
+        raise ConfigError(
+            f"emulator profile key {name!r} must be a number, {{min: S, max: S}} or "
+            f"{{median: S, p95: S, min: S, max: S}}, got {value!r}"
+        )
+    if "median" in value or "p95" in value:
+        return _lognormal_span(name, value)
     low = _seconds(f"{name}.min", value.get("min", value.get("max")))
     high = _seconds(f"{name}.max", value.get("max", value.get("min")))
     if high < low:
         raise ConfigError(f"emulator profile key {name!r} has max {high} below min {low}")
     return Span(low, high)
+
+
+def _lognormal_span(name: str, value: Mapping[str, Any]) -> Span:
+    if "median" not in value or "p95" not in value:
+        raise ConfigError(f"emulator profile key {name!r} needs both median and p95 for a lognormal, got {value!r}")
+    median = _number(f"{name}.median", value["median"], lower=1e-9)
+    p95 = _number(f"{name}.p95", value["p95"], lower=1e-9)
+    if p95 <= median:
+        raise ConfigError(f"emulator profile key {name!r} has p95 {p95} not above median {median}")
+    low = _seconds(f"{name}.min", value.get("min", 0))
+    # Capped at the 24 h completion window unless told otherwise: a batch never runs past it.
+    high = _seconds(f"{name}.max", value.get("max", 86_400))
+    if high < low:
+        raise ConfigError(f"emulator profile key {name!r} has max {high} below min {low}")
+    return Span(low, high, median, p95)
 
 
 def _weights(name: str, value: Any) -> dict[str, float]:
@@ -168,6 +211,7 @@ _PARSERS = {
     "unfinished_at_expiry": _rate,
     "enqueued_token_limits": _token_limits,
     "sync_429_burst": _count,
+    "sync_429_rate": _rate,
     "retry_after_seconds": _seconds,
     "sync_5xx_rate": _rate,
     "slow_response_seconds": _seconds,

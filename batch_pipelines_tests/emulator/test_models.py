@@ -198,6 +198,11 @@ def test_profile_rejects_unknown_keys_and_bad_values():
         {"item_error_rate": 2},
         {"item_error_kinds": {"teapot_418": 1}},
         {"batch_completion_seconds": {"min": 5, "max": 1}},
+        {"batch_completion_seconds": {"median": 3600}},
+        {"batch_completion_seconds": {"median": 3600, "p95": 1800}},
+        {"batch_completion_seconds": {"median": 0, "p95": 1800}},
+        {"batch_completion_seconds": {"median": 60, "p95": 600, "mean": 100}},
+        {"sync_429_rate": 1.5},
         {"never_complete": "yes"},
     ):
         with pytest.raises(ConfigError):
@@ -205,12 +210,34 @@ def test_profile_rejects_unknown_keys_and_bad_values():
 
 
 def test_bundled_profiles_load_and_round_trip():
-    """default, demo and faulty load; a profile's to_dict loads back to the same profile."""
-    assert {"default", "demo", "faulty"} <= set(bundled_profiles())
+    """default, demo, faulty and realistic load; a profile's to_dict loads back to the same profile."""
+    assert {"default", "demo", "faulty", "realistic"} <= set(bundled_profiles())
     for name in bundled_profiles():
         profile = load_profile(name)
         assert Profile.from_mapping(profile.to_dict()) == profile
     assert load_profile("demo").batch_completion_seconds.max < load_profile("default").batch_completion_seconds.min
+
+
+def test_lognormal_batch_completion_has_its_median_and_p95_and_stays_in_the_window():
+    """A {median, p95} span draws a lognormal: half the draws under the median, 95% under p95, none past max."""
+    span = Profile.from_mapping({"batch_completion_seconds": {"median": 3600, "p95": 21600}}).batch_completion_seconds
+    assert (span.min, span.max) == (0.0, 86_400.0)
+    draws = sorted(span.draw((i + 0.5) / 10_000) for i in range(10_000))
+    assert draws[4_999] < 3600 < draws[5_000]
+    assert draws[9_499] < 21600 < draws[9_500]
+    assert draws[-1] == 86_400.0  # the far tail is capped at the 24 h window
+    uniform = Profile.from_mapping({"batch_completion_seconds": {"min": 10, "max": 20}}).batch_completion_seconds
+    assert uniform.draw(0.5) == 15.0
+
+
+def test_realistic_profile_is_the_reference_days_provider():
+    """The bundled realistic profile: median 1 h, p95 6 h, 1% expiring half-done, 1% item errors, some 429s."""
+    profile = load_profile("realistic")
+    span = profile.batch_completion_seconds
+    assert (span.median, span.p95, span.max) == (3600.0, 21600.0, 86400.0)
+    assert (profile.expire_rate, profile.unfinished_at_expiry, profile.item_error_rate) == (0.01, 0.5, 0.01)
+    assert len(profile.item_error_kinds) == 3
+    assert 0 < profile.sync_429_rate < 0.1 and profile.retry_after_seconds > 0
 
 
 def test_clock_scale_advance_and_resume():

@@ -126,6 +126,19 @@ def test_sync_429_burst_then_success_with_retry_after(emulator):
     assert anthropic_429.status_code == 429 and anthropic_429.json()["error"]["type"] == "rate_limit_error"
 
 
+def test_sync_429_rate_refuses_a_share_of_attempts_with_retry_after(emulator):
+    """sync_429_rate: about that share of sync attempts get a 429 with Retry-After; the rest answer 200."""
+    emulator.set_profile({"seed": 5, "sync_429_rate": 0.3, "retry_after_seconds": 2})
+    url = f"{emulator.openai_base_url}/chat/completions"
+    answers = [
+        httpx.post(url, headers=OPENAI, json={"model": "gpt-5.4", "messages": [{"role": "user", "content": f"q{i}"}]})
+        for i in range(60)
+    ]
+    refused = [r for r in answers if r.status_code == 429]
+    assert 6 <= len(refused) <= 30 and len(refused) + sum(r.status_code == 200 for r in answers) == 60
+    assert all(r.headers["retry-after"] == "2" for r in refused)
+
+
 def test_sync_5xx_and_route_5xx_are_vendor_shaped(emulator):
     """sync_5xx_rate and route_5xx_rate inject 500s in each vendor's error shape."""
     emulator.set_profile({"sync_5xx_rate": 1.0, "route_5xx_rate": 1.0})
