@@ -147,10 +147,10 @@ class BatchLane(ABC):
         """The batch's result files, streamed to ``dest_dir`` (none before the batch has any)."""
 
     # -- optional capabilities, with the default for a vendor that lacks them ----------------------
-    def upload(self, shard: Shard, *, intent_key: str) -> str | None:
-        """Upload the shard as the batch's input file; returns its id. Default: nothing to upload
-        (requests travel inline with ``create``); a lane with ``uses_files`` overrides it."""
-        return None
+    def upload(self, shard: Shard, *, intent_key: str) -> str:
+        """Upload the shard as the batch's input file; returns its id. Only a lane with
+        ``uses_files`` is asked to (and overrides this); the others send requests inline."""
+        raise NotImplementedError(f"{type(self).__name__} sends requests inline with create; it uploads no file")
 
     def find_by_intent(
         self, intent_key: str, *, created_after: datetime | None = None, max_pages: int = DEFAULT_MAX_PAGES

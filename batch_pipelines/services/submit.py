@@ -32,12 +32,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import InvalidInputError, LedgerError, ProviderError, QueueFullError
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.core.shard_rules import ShardLimits
+from batch_pipelines.ledger import IntentRow, Ledger
 from batch_pipelines.providers.batch_lane import ROUTE_MISSING, response_may_have_created
 from batch_pipelines.providers.client import ProviderClient
 from batch_pipelines.providers.sharding import Shard, shard_requests, split_shard
@@ -74,7 +74,7 @@ def _no_hook(step: str) -> None:
 
 
 def _recorded_stream(
-    ledger: Any, requests: Iterable[LLMRequest], *, job: str, partition: str, provider: str
+    ledger: Ledger, requests: Iterable[LLMRequest], *, job: str, partition: str, provider: str
 ) -> Iterator[LLMRequest]:
     """Pass requests through to the sharder while recording them in the ledger, chunk by chunk."""
     seen: set[str] = set()
@@ -97,7 +97,7 @@ def _recorded_stream(
 
 
 def submit_partition(
-    ledger: Any,
+    ledger: Ledger,
     client: ProviderClient,
     requests: Iterable[LLMRequest],
     *,
@@ -136,7 +136,7 @@ def submit_partition(
 
 class _ShardSubmitter:
     def __init__(
-        self, ledger: Any, client: ProviderClient, *, job: str, partition: str, round: int, hook: CrashHook
+        self, ledger: Ledger, client: ProviderClient, *, job: str, partition: str, round: int, hook: CrashHook
     ) -> None:
         self.ledger = ledger
         self.lane = client.batch
@@ -217,7 +217,7 @@ class _ShardSubmitter:
         hook("cleaned")
         return info
 
-    def _create(self, intent: Any, shard: Shard, *, file_id: str | None, since: datetime) -> BatchInfo:
+    def _create(self, intent: IntentRow, shard: Shard, *, file_id: str | None, since: datetime) -> BatchInfo:
         """Create the shard's batch; after a failed or unanswered create, look for it before asking again.
 
         Lanes whose batches carry the intent key in metadata do this inside ``create``. For the
@@ -281,7 +281,7 @@ class _ShardSubmitter:
             except ProviderError as exc:
                 log.warning("could not delete stray upload %s of %s: %s", file_id, key, exc.message)
 
-    def _existing_batch(self, intent: Any, shard: Shard, *, resumed: bool) -> BatchInfo | None:
+    def _existing_batch(self, intent: IntentRow, shard: Shard, *, resumed: bool) -> BatchInfo | None:
         """The batch an earlier attempt created for this intent, if any (ledger first)."""
         if intent.vendor_batch_id:
             recorded: BatchInfo = self.lane.get(intent.vendor_batch_id)

@@ -108,12 +108,13 @@ def test_a_sync_lane_missing_a_protocol_hook_cannot_be_built():
 
 
 def test_optional_capabilities_default_to_doing_nothing_without_calling_the_vendor():
-    """A lane with only the required methods uploads nothing, finds no intent, no unrecorded batch, no orphan
+    """A lane with only the required methods uses no files, finds no intent, no unrecorded batch, no orphan
     upload, and reports no batch usage, all without an HTTP call (its transport would answer 500)."""
     lane = _minimal_lane()
     since = datetime(2026, 1, 1, tzinfo=UTC)
     assert lane.uses_files is False
-    assert lane.upload(object(), intent_key="bp-1") is None
+    with pytest.raises(NotImplementedError, match="inline"):
+        lane.upload(object(), intent_key="bp-1")  # never asked: submit uploads only when uses_files
     assert lane.find_by_intent("bp-1", created_after=since) is None
     assert lane.find_unrecorded(created_after=since, request_count=3) == []
     assert lane.find_orphan_uploads("bp-1") == []
