@@ -35,7 +35,9 @@ _MICRO = Decimal("0.000001")
     "--blocked", type=click.Choice(["yes", "no"]), required=True, help="Is a caller blocked on each response?"
 )
 @click.option("--deadline", type=Duration(), default=None, help="How long after the call its result is needed (6h).")
-@click.option("--chain-steps", type=click.IntRange(min=1), default=1, help="Chained steps that feed each other.")
+@click.option(
+    "--chain-steps", type=click.IntRange(min=1, max=1000), default=1, help="Chained steps that feed each other."
+)
 @click.option(
     "--min-monthly-saving",
     type=Fraction(upper_exclusive=None),

@@ -9,6 +9,11 @@ from decimal import Decimal, InvalidOperation
 _SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
 MAX_TOKEN_COUNT = 10**15
 """A quadrillion tokens: far past any workload, and small enough that every cost stays exact."""
+MAX_DURATION_SECONDS = 10 * 366 * 86_400
+"""Ten years: past any deadline or window, and well inside what ``timedelta`` holds."""
+MAX_UNBOUNDED_FRACTION = Decimal(10**12)
+"""The ceiling of a quantity with no natural one (a credit bonus, dollars a month): every sum
+stays inside Decimal's 28 digits with cents to spare."""
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbB]?)\s*$")
 
 
@@ -38,9 +43,9 @@ def parse_fraction(text: str, *, name: str, upper_exclusive: Decimal | None = De
         value = Decimal(raw[:-1]) / 100 if raw.endswith("%") else Decimal(raw)
     except InvalidOperation:
         raise ValueError(f"{name} {text!r} is not a number") from None
-    if not value.is_finite() or value < 0 or (upper_exclusive is not None and value >= upper_exclusive):
-        bound = f"[0, {upper_exclusive})" if upper_exclusive is not None else "[0, ∞)"
-        raise ValueError(f"{name} must be in {bound}, got {text}")
+    upper = upper_exclusive if upper_exclusive is not None else MAX_UNBOUNDED_FRACTION
+    if not value.is_finite() or value < 0 or value >= upper:
+        raise ValueError(f"{name} must be in [0, {upper:,}), got {_shorten(text)}")
     return value
 
 
@@ -60,4 +65,6 @@ def parse_duration(text: str) -> timedelta:
         seconds = sum(float(number) * _DURATION_UNITS[unit.lower()] for number, unit in parts)
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, got {text!r}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"{_shorten(text)} is longer than ten years; is a digit too many?")
     return timedelta(seconds=seconds)

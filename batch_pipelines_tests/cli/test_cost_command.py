@@ -162,3 +162,18 @@ def test_hostile_input_always_exits_2_with_a_message(tmp_path):
         assert result.exit_code == 2, (extra, result.output)
         assert message in result.output, (extra, result.output)
         assert "Traceback" not in result.output
+
+
+def test_advise_refuses_absurd_numbers_with_exit_2():
+    """advise: a 20-digit deadline, a trillion chain steps, a 1e30 saving floor or a 1e9999 bonus exit 2 promptly."""
+    base = ["advise", "--model", "gpt-5.4", "--input-tokens", "1", "--output-tokens", "1", "--calls-per-day", "1000"]
+    base += ["--blocked", "no"]
+    for extra, message in [
+        (["--deadline", "99999999999999999999d"], "longer than ten years"),
+        (["--deadline", "1h", "--chain-steps", "999999999999"], "1<=x<=1000"),
+        (["--deadline", "1h", "--min-monthly-saving", "1e30"], "must be in [0, 1,000,000,000,000)"),
+        (["--deadline", "1h", "--credit-bonus", "1e9999"], "must be in [0, 1,000,000,000,000)"),
+    ]:
+        result = CliRunner().invoke(main, [*base, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.output, (extra, result.output)
