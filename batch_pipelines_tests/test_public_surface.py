@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 import batch_pipelines
+from batch_pipelines.emulator.testing import run_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
+README_EMULATOR_URL = "http://127.0.0.1:8765"
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -69,13 +71,25 @@ def test_readme_imports_only_from_the_top_level(line, code):
                 assert not alias.name.startswith("batch_pipelines."), f"README.md:{line} imports {alias.name}"
 
 
+@pytest.fixture(scope="module")
+def readme_emulator():
+    """The emulator the README's blocks talk to (they name `make emulator`'s address), on a fast clock."""
+    with run_emulator(time_scale=600.0) as emulator:
+        yield emulator
+
+
 @pytest.mark.parametrize(("line", "code"), BLOCKS, ids=_ids(BLOCKS))
-def test_readme_blocks_import_what_they_use_and_run(line, code):
-    """Each README block names its imports (no free names) and runs as written in a fresh namespace."""
+def test_readme_blocks_import_what_they_use_and_run(line, code, readme_emulator, tmp_path, monkeypatch):
+    """Each README block names its imports (no free names) and runs as written against a live emulator."""
     tree = ast.parse(code)
     bound, used = _bound_and_used(tree)
     free = used - bound - set(dir(builtins))
     assert not free, f"README.md:{line} uses {sorted(free)} without importing them"
+    # The blocks address `make emulator` on its default port; point them at this test's emulator,
+    # and keep default files (the ledger under $DAGSTER_HOME) in a temporary folder.
+    tree = ast.parse(code.replace(README_EMULATOR_URL, readme_emulator.base_url))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
     # dont_inherit: this module's `from __future__ import annotations` would break the asset's annotated context.
     exec(compile(tree, f"README.md:{line}", "exec", dont_inherit=True), {"__name__": "readme_block"})
 
