@@ -1,11 +1,9 @@
 """The durable state of batch_pipelines: items, attempts, submit intents and batches (SQL)."""
 
+from batch_pipelines.core.item_status import RETRYABLE_ITEM_STATUSES, TERMINAL_ITEM_STATUSES, ItemStatus
 from batch_pipelines.ledger.engine import default_ledger_path, mask_url
-from batch_pipelines.ledger.ledger import Ledger
+from batch_pipelines.ledger.ledger import PROMOTION_KEY_PREFIX, Ledger
 from batch_pipelines.ledger.rows import (
-    ITEM_STATUSES,
-    RETRYABLE_STATUSES,
-    TERMINAL_ITEM_STATUSES,
     AttemptGroup,
     BatchRow,
     IntentRow,
@@ -13,19 +11,16 @@ from batch_pipelines.ledger.rows import (
     ModelTotals,
     PartitionTotals,
 )
-from batch_pipelines.ledger.schema import PENDING, SCHEMA_VERSION, SUBMITTED
 
 __all__ = [
-    "ITEM_STATUSES",
-    "PENDING",
-    "RETRYABLE_STATUSES",
-    "SCHEMA_VERSION",
-    "SUBMITTED",
+    "PROMOTION_KEY_PREFIX",
+    "RETRYABLE_ITEM_STATUSES",
     "TERMINAL_ITEM_STATUSES",
     "AttemptGroup",
     "BatchRow",
     "IntentRow",
     "ItemRow",
+    "ItemStatus",
     "Ledger",
     "ModelTotals",
     "PartitionTotals",

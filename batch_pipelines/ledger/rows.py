@@ -9,16 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 from batch_pipelines.core.batches import BatchError, BatchInfo
+from batch_pipelines.core.item_status import TERMINAL_ITEM_STATUSES, ItemStatus
 from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.core.requests import Endpoint, Lane
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.core.usage import ZERO_USAGE, Usage
-from batch_pipelines.ledger.schema import PENDING, SUBMITTED
-
-ITEM_STATUSES: tuple[str, ...] = (PENDING, SUBMITTED, *(kind.value for kind in OutcomeKind))
-# Terminal statuses an item may be sent again from; a success is never retried.
-RETRYABLE_STATUSES: frozenset[str] = frozenset(kind.value for kind in OutcomeKind if kind is not OutcomeKind.SUCCEEDED)
-TERMINAL_ITEM_STATUSES: frozenset[str] = frozenset(kind.value for kind in OutcomeKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +31,7 @@ class ItemRow:
     model: str
     endpoint: Endpoint
     lane: Lane
-    status: str
+    status: ItemStatus
     attempts: int
     deadline: datetime | None
     batch_key: str | None
@@ -156,7 +151,7 @@ class PartitionTotals:
     job: str
     partition: str
     item_count: int
-    counts: Mapping[str, int]
+    counts: Mapping[ItemStatus, int]
     attempts: int  # closed attempts (each retry is one more)
     open_attempts: int  # assigned to a batch, no outcome recorded yet
     usage: Usage = ZERO_USAGE
@@ -172,8 +167,10 @@ class PartitionTotals:
     def usage_by_model(self) -> dict[str, Usage]:
         return {model: totals.usage for model, totals in self.by_model.items()}
 
-    def count(self, status: str | OutcomeKind) -> int:
-        return self.counts.get(status.value if isinstance(status, OutcomeKind) else status, 0)
+    def count(self, status: ItemStatus | OutcomeKind | str) -> int:
+        # ItemStatus is a str enum: a member and its stored value find the same entry.
+        key = ItemStatus(status.value) if isinstance(status, OutcomeKind) else status
+        return int(self.counts.get(key, 0))  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True, slots=True)

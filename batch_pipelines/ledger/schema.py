@@ -1,4 +1,4 @@
-"""The ledger's tables, their column types and the schema version.
+"""The ledger's tables and their column types, as the newest migration (``migrations/``) leaves them.
 
 Money is stored exactly on both dialects: NUMERIC(24, 12) on PostgreSQL, and on SQLite (whose
 NUMERIC is a float) an integer count of 1e-12 USD, so that ``SUM`` stays exact in SQL. Times
@@ -28,15 +28,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-# Bump when a table changes, and teach ``Ledger`` to migrate from the previous version.
-SCHEMA_VERSION = 1
-
 MONEY_SCALE = 12
 _MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 _MONEY_LIMIT = Decimal(10) ** (24 - MONEY_SCALE)
-
-PENDING = "pending"
-SUBMITTED = "submitted"
 
 INTENT_CREATED = "created"
 INTENT_UPLOADED = "uploaded"
@@ -144,6 +138,8 @@ def _usage_columns() -> list[Column[Any]]:
     return [Column(name, BigInteger, nullable=False, server_default=text("0")) for name in USAGE_COLUMNS]
 
 
+# The version stamp from before Alembic, frozen at 2 (see migrations/versions/0002): a release
+# from before Alembic finds a version newer than its own and refuses the ledger.
 ledger_meta = Table(
     "bp_ledger_meta",
     metadata,

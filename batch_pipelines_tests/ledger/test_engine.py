@@ -5,35 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
 from batch_pipelines.core.errors import LedgerError
-from batch_pipelines.ledger import SCHEMA_VERSION, Ledger, default_ledger_path, mask_url
+from batch_pipelines.ledger import Ledger, default_ledger_path, mask_url
 from batch_pipelines.ledger.engine import parse_ledger_url
-from batch_pipelines.ledger.schema import ledger_meta
 
 from .helpers import JOB, PARTITION, PROVIDER, requests
-
-
-def test_schema_is_created_once_and_reopened(ledger_url):
-    """A new database gets the schema and its version; reopening it keeps the data."""
-    with Ledger(ledger_url) as first:
-        assert first.schema_version() == SCHEMA_VERSION
-        first.record_items(JOB, PARTITION, requests(3), provider=PROVIDER)
-    with Ledger(ledger_url) as again:
-        assert again.item_counts(JOB, PARTITION) == {"pending": 3}
-
-
-def test_a_newer_schema_version_is_refused(ledger_url):
-    """A database written by a newer batch_pipelines is refused with both versions named."""
-    with Ledger(ledger_url) as ledger, ledger.engine.begin() as connection:
-        connection.execute(
-            update(ledger_meta).where(ledger_meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION + 1))
-        )
-    with pytest.raises(LedgerError, match=f"version {SCHEMA_VERSION + 1}.*version {SCHEMA_VERSION}") as raised:
-        Ledger(ledger_url)
-    assert raised.value.details == {"found_version": SCHEMA_VERSION + 1, "code_version": SCHEMA_VERSION}
 
 
 def test_default_path_honours_dagster_home(tmp_path, monkeypatch):

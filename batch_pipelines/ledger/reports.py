@@ -1,0 +1,138 @@
+"""What a partition adds up to: item counts by status, exact sums over attempts, promotion evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from batch_pipelines.core.item_status import ItemStatus
+from batch_pipelines.core.outcomes import OutcomeKind
+from batch_pipelines.core.requests import Lane
+from batch_pipelines.core.usage import Usage
+from batch_pipelines.ledger.database import Database
+from batch_pipelines.ledger.rows import AttemptGroup, ModelTotals, PartitionTotals
+from batch_pipelines.ledger.schema import USAGE_COLUMNS, attempts
+from batch_pipelines.ledger.schema import items as items_t
+
+_ZERO = Decimal(0)
+# Attempts the deadline watchdog moved to the sync lane carry batch keys with this prefix.
+PROMOTION_KEY_PREFIX = "promo-"
+
+
+class Reports:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def item_counts(self, job: str, partition: str) -> dict[ItemStatus, int]:
+        with self._db.reading() as connection:
+            return _item_counts(connection, job, partition)
+
+    def partition_totals(self, job: str, partition: str) -> PartitionTotals:
+        a = attempts
+        sums = [func.sum(a.c[name]) for name in USAGE_COLUMNS]
+        with self._db.reading() as connection:
+            # One connection, one snapshot: the counts and the sums describe the same moment.
+            counts = _item_counts(connection, job, partition)
+            per_model = connection.execute(
+                select(
+                    a.c.model,
+                    func.count(a.c.outcome),
+                    func.count(),
+                    func.sum(a.c.cost_usd),
+                    func.sum(a.c.sync_equivalent_usd),
+                    *sums,
+                )
+                .where(a.c.job == job, a.c.partition == partition)
+                .group_by(a.c.model)
+            ).all()
+        by_model: dict[str, ModelTotals] = {}
+        closed_total = open_total = 0
+        usage_total = Usage()
+        cost_total = sync_total = _ZERO
+        for model, closed, total, cost, sync, *usage_sums in per_model:
+            usage = Usage(*(int(v or 0) for v in usage_sums))
+            cost = cost if cost is not None else _ZERO
+            sync = sync if sync is not None else _ZERO
+            by_model[model] = ModelTotals(model, int(closed), usage, cost, sync)
+            closed_total += int(closed)
+            open_total += int(total) - int(closed)
+            usage_total += usage
+            cost_total += cost
+            sync_total += sync
+        return PartitionTotals(
+            job=job,
+            partition=partition,
+            item_count=sum(counts.values()),
+            counts=counts,
+            attempts=closed_total,
+            open_attempts=open_total,
+            usage=usage_total,
+            cost_usd=cost_total,
+            sync_equivalent_usd=sync_total,
+            by_model=by_model,
+        )
+
+    def attempt_groups(self, job: str, partition: str) -> list[AttemptGroup]:
+        a, i = attempts, items_t
+        superseded = and_(a.c.outcome == OutcomeKind.SUCCEEDED.value, i.c.batch_key.is_distinct_from(a.c.batch_key))
+        flag = case((superseded, 1), else_=0).label("superseded")
+        promoted = case((a.c.batch_key.like(f"{PROMOTION_KEY_PREFIX}%"), 1), else_=0).label("promoted")
+        sums = [func.sum(a.c[name]) for name in USAGE_COLUMNS]
+        with self._db.reading() as connection:
+            rows = connection.execute(
+                select(
+                    a.c.lane,
+                    a.c.model,
+                    flag,
+                    promoted,
+                    func.count(),
+                    func.sum(a.c.cost_usd),
+                    func.sum(a.c.sync_equivalent_usd),
+                    *sums,
+                )
+                .select_from(
+                    a.join(i, and_(i.c.job == a.c.job, i.c.partition == a.c.partition, i.c.custom_id == a.c.custom_id))
+                )
+                .where(a.c.job == job, a.c.partition == partition, a.c.outcome.is_not(None))
+                .group_by(a.c.lane, a.c.model, flag, promoted)
+                .order_by(a.c.lane, a.c.model, flag, promoted)
+            ).all()
+        return [
+            AttemptGroup(
+                lane=Lane(lane),
+                model=model,
+                superseded=bool(flagged),
+                promoted=bool(was_promoted),
+                attempts=int(count),
+                usage=Usage(*(int(v or 0) for v in usage_sums)),
+                cost_usd=cost if cost is not None else _ZERO,
+                sync_equivalent_usd=sync if sync is not None else _ZERO,
+            )
+            for lane, model, flagged, was_promoted, count, cost, sync, *usage_sums in rows
+        ]
+
+    def unfinished_in_batches(self, job: str, partition: str, batch_keys: Sequence[str]) -> tuple[int, datetime | None]:
+        if not batch_keys:
+            return 0, None
+        i = items_t
+        with self._db.reading() as connection:
+            count, earliest = connection.execute(
+                select(func.count(), func.min(i.c.deadline)).where(
+                    i.c.job == job,
+                    i.c.partition == partition,
+                    i.c.status == ItemStatus.SUBMITTED.value,
+                    i.c.batch_key.in_(list(batch_keys)),
+                )
+            ).one()
+        return int(count), earliest
+
+
+def _item_counts(connection: Connection, job: str, partition: str) -> dict[ItemStatus, int]:
+    i = items_t
+    rows = connection.execute(
+        select(i.c.status, func.count()).where(i.c.job == job, i.c.partition == partition).group_by(i.c.status)
+    ).all()
+    return {ItemStatus(status): int(count) for status, count in rows}
