@@ -35,7 +35,6 @@ from batch_pipelines.ledger.deferred_schema import (
     CALL_CLAIMED,
     CALL_FLUSHED,
     CALL_QUEUED,
-    DEFERRED_TABLES,
     FLUSH_CLAIMED,
     FLUSH_COLLECTED,
     FLUSH_SUBMITTED,
@@ -47,7 +46,6 @@ from batch_pipelines.ledger.engine import SQLITE_BUSY_TIMEOUT_MS
 from batch_pipelines.ledger.ledger import Ledger
 from batch_pipelines.ledger.rows import ItemRow
 from batch_pipelines.ledger.schema import batches as batches_t
-from batch_pipelines.ledger.schema import metadata
 
 # The ledger job under which flushed calls become items; the flush id is their partition.
 DEFERRED_JOB = "deferred"
@@ -116,9 +114,9 @@ class DeferredBuffer:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self._clock = ledger._clock
-        # Ledgers made before the buffer existed gain its tables here (until migrations own them).
-        ledger._write(lambda c: metadata.create_all(c, tables=list(DEFERRED_TABLES), checkfirst=True))
+        # The buffer's tables come with the ledger's migrations (revision 0003).
+        self._db = ledger.database
+        self._clock = self._db.clock
         database = ledger.engine.url.database if ledger.dialect == "sqlite" else None
         self._fast = SqliteEnqueue(database) if database and database != ":memory:" else None
 
@@ -149,8 +147,8 @@ class DeferredBuffer:
         if self._fast is not None:
             if self._fast.insert(values):
                 return _call_row(values), True
-            return self.ledger._write(lambda connection: self._existing(connection, call)), False
-        statement = self.ledger._insert(deferred_calls).values(**values).on_conflict_do_nothing()
+            return self._db.write(lambda connection: self._existing(connection, call)), False
+        statement = self._db.insert(deferred_calls).values(**values).on_conflict_do_nothing()
 
         def work(connection: Connection) -> tuple[CallRow, bool]:
             inserted = connection.execute(statement).rowcount
@@ -158,7 +156,7 @@ class DeferredBuffer:
                 return _call_row(values), True
             return self._existing(connection, call), False
 
-        return self.ledger._write(work)
+        return self._db.write(work)
 
     def _existing(self, connection: Connection, call: NewCall) -> CallRow:
         """The call already written under ``call``'s idempotency key; a different request under it is refused."""
@@ -188,7 +186,7 @@ class DeferredBuffer:
             .group_by(c.c.provider, c.c.model, c.c.endpoint)
             .order_by(c.c.provider, c.c.model, c.c.endpoint)
         )
-        with self.ledger._reading() as connection:
+        with self._db.reading() as connection:
             rows = connection.execute(query).all()
         return [
             WaitingGroup(
@@ -205,7 +203,7 @@ class DeferredBuffer:
     def depth(self) -> tuple[int, datetime | None]:
         """How many calls wait, and since when the oldest has."""
         c = deferred_calls
-        with self.ledger._reading() as connection:
+        with self._db.reading() as connection:
             count, oldest = connection.execute(
                 select(func.count(), func.min(c.c.created_at)).where(c.c.state == CALL_QUEUED)
             ).one()
@@ -281,7 +279,7 @@ class DeferredBuffer:
             return flushes
 
         try:
-            return self.ledger._write(work)
+            return self._db.write(work)
         except _LostRace:
             return []
 
@@ -289,7 +287,7 @@ class DeferredBuffer:
         """Flushes claimed longer ago than ``lease`` and never submitted, now owned by ``worker``."""
         f = deferred_flushes
         now = self._clock()
-        with self.ledger._reading() as connection:
+        with self._db.reading() as connection:
             stale = connection.execute(
                 select(f).where(f.c.state == FLUSH_CLAIMED, f.c.claimed_at <= now - lease).order_by(f.c.created_at)
             ).all()
@@ -309,13 +307,13 @@ class DeferredBuffer:
                     .values(worker=worker, claimed_at=now, updated_at=now)
                 ).rowcount
 
-            if self.ledger._write(work):
+            if self._db.write(work):
                 taken.append(FlushRow(**{**_flush_fields(old), "worker": worker, "claimed_at": now}))
         return taken
 
     def calls_of(self, flush_id: str) -> list[CallRow]:
         c = deferred_calls
-        with self.ledger._reading() as connection:
+        with self._db.reading() as connection:
             rows = connection.execute(select(c).where(c.c.flush_id == flush_id).order_by(c.c.call_id)).all()
         return [_call_row(r._mapping) for r in rows]
 
@@ -338,7 +336,7 @@ class DeferredBuffer:
                 )
             return bool(moved)
 
-        return self.ledger._write(work)
+        return self._db.write(work)
 
     def mark_collected(self, flush_id: str) -> bool:
         f = deferred_flushes
@@ -352,7 +350,7 @@ class DeferredBuffer:
                 ).rowcount
             )
 
-        return self.ledger._write(work)
+        return self._db.write(work)
 
     def flushes(self, states: Iterable[str] | None = None, *, since: datetime | None = None) -> list[FlushRow]:
         f = deferred_flushes
@@ -361,7 +359,7 @@ class DeferredBuffer:
             query = query.where(f.c.state.in_(sorted(set(states))))
         if since is not None:
             query = query.where(f.c.created_at >= since)
-        with self.ledger._reading() as connection:
+        with self._db.reading() as connection:
             return [_flush_row(r._mapping) for r in connection.execute(query)]
 
     def warned_calls(self, flush_ids: Sequence[str]) -> list[tuple[str, str]]:
@@ -393,7 +391,7 @@ class DeferredBuffer:
             .order_by(b.c.ended_at.desc())
             .limit(limit)
         )
-        with self.ledger._reading() as connection:
+        with self._db.reading() as connection:
             rows = connection.execute(query).all()
         return [max(timedelta(0), _aware(ended) - _aware(created)) for created, ended in rows]
 
@@ -408,15 +406,15 @@ class DeferredBuffer:
         ]
         if not rows:
             return
-        statement = self.ledger._insert(deferred_responses).on_conflict_do_nothing()
-        self.ledger._write(lambda connection: connection.execute(statement, rows))
+        statement = self._db.insert(deferred_responses).on_conflict_do_nothing()
+        self._db.write(lambda connection: connection.execute(statement, rows))
 
     def lookup(self, call_ids: Sequence[str]) -> dict[str, CallLookup]:
         """The calls that exist among ``call_ids``, each with its item and kept answer once flushed."""
         c = deferred_calls
         found: dict[str, CallLookup] = {}
         for chunk in _chunks(list(dict.fromkeys(call_ids))):
-            with self.ledger._reading() as connection:
+            with self._db.reading() as connection:
                 calls = [_call_row(r._mapping) for r in connection.execute(select(c).where(c.c.call_id.in_(chunk)))]
             for call in calls:
                 item = None
@@ -430,7 +428,7 @@ class DeferredBuffer:
 
     def _response(self, call_id: str, batch_key: str) -> str | None:
         r = deferred_responses
-        with self.ledger._reading() as connection:
+        with self._db.reading() as connection:
             return connection.scalar(select(r.c.body).where(and_(r.c.call_id == call_id, r.c.batch_key == batch_key)))
 
 

@@ -78,6 +78,16 @@ class Ledger:
         return self._db.chunk_size
 
     @property
+    def clock(self) -> Callable[[], datetime]:
+        """The clock the ledger stamps its rows with (injected in tests)."""
+        return self._db.clock
+
+    @property
+    def database(self) -> Database:
+        """The engine and transaction plumbing, for ledger modules beside these (the deferred buffer)."""
+        return self._db
+
+    @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine (for instrumentation; write through the Ledger's methods)."""
         return self._db.engine

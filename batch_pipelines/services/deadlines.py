@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from batch_pipelines.core.item_status import ItemStatus
 from batch_pipelines.core.lanes import LanePolicy, deadline_at_risk
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.ledger import Ledger
@@ -86,7 +87,7 @@ class DeadlineWatch:
         waiting = [
             item.custom_id
             for batch_id in open_ids
-            for item in self.ledger.iter_items(job, partition, statuses=["submitted"], batch_key=batch_id)
+            for item in self.ledger.iter_items(job, partition, statuses=[ItemStatus.SUBMITTED], batch_key=batch_id)
         ]
         if not waiting:
             return 0

@@ -93,7 +93,7 @@ class DeferredFlusher:
         self.buffer = buffer
         self.flush_policy = flush_policy
         self.worker = worker or default_worker_id()
-        self._clock = buffer.ledger._clock
+        self._clock = buffer.ledger.clock
 
     # -- flush ------------------------------------------------------------------------------
 

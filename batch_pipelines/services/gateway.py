@@ -28,6 +28,7 @@ from pathlib import Path
 
 from batch_pipelines.core.batches import BatchInfo
 from batch_pipelines.core.errors import BudgetExceededError
+from batch_pipelines.core.item_status import ItemStatus
 from batch_pipelines.core.lanes import LanePolicy
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.core.requests import LLMRequest
@@ -270,7 +271,7 @@ class Gateway:
         # Items under a batch still running, or ended but not yet collected, are not stranded.
         held_ids = [r.vendor_batch_id for r in rows if not r.status.is_terminal or not r.reconciled]
         waiting, _ = self.ledger.unfinished_in_batches(job, partition, held_ids)
-        return max(0, counts.get("pending", 0) + counts.get("submitted", 0) - waiting)
+        return max(0, counts.get(ItemStatus.PENDING, 0) + counts.get(ItemStatus.SUBMITTED, 0) - waiting)
 
     # -- deadline watchdog -------------------------------------------------------------------
     def watch_deadlines(self, job: str) -> list[DeadlineAction]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from batch_pipelines.core.batches import QUEUE_FULL_CODES
+from batch_pipelines.core.item_status import RETRYABLE_ITEM_STATUSES, ItemStatus
 from batch_pipelines.core.lanes import LanePolicy, RetryVerdict, choose_call_lane, choose_retry_lane, retry_verdict
-from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.core.requests import Lane, LLMRequest
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.ledger import BatchRow, ItemRow, Ledger
@@ -23,8 +23,6 @@ from batch_pipelines.services.partition_work import PartitionWork, RebuildReques
 from batch_pipelines.services.routing import ProviderRouter
 from batch_pipelines.services.submit import submit_partition
 from batch_pipelines.services.sync_runs import SyncRunKind, SyncRunner
-
-_RETRYABLE = [k.value for k in OutcomeKind if k is not OutcomeKind.SUCCEEDED]
 
 
 @dataclass
@@ -97,10 +95,10 @@ class RetryRounds:
         by_key: dict[str, list[ItemRow]] = defaultdict(list)
         # Two counts first: when every 'submitted' item waits on a batch row, none is stranded,
         # and the partition's items need not be read one by one (100,000 rows at results time).
-        submitted = self.ledger.item_counts(job, partition).get("submitted", 0)
+        submitted = self.ledger.item_counts(job, partition).get(ItemStatus.SUBMITTED, 0)
         on_batches, _ = self.ledger.unfinished_in_batches(job, partition, sorted(batch_keys))
         waiting: Iterable[ItemRow] = (
-            self.ledger.iter_items(job, partition, statuses=["submitted"]) if on_batches < submitted else ()
+            self.ledger.iter_items(job, partition, statuses=[ItemStatus.SUBMITTED]) if on_batches < submitted else ()
         )
         for item in waiting:
             if item.batch_key is not None and item.batch_key not in batch_keys:  # 'submitted' always has a key
@@ -113,7 +111,11 @@ class RetryRounds:
                 self.ledger.release_items(job, partition, batch_key=key)
 
         refused = [r for r in rows if queue_full(r)]
-        pending = [i for i in self.ledger.iter_items(job, partition, statuses=["pending"]) if refused or i.attempts > 0]
+        pending = [
+            i
+            for i in self.ledger.iter_items(job, partition, statuses=[ItemStatus.PENDING])
+            if refused or i.attempts > 0
+        ]
         if not pending:
             return
         ids = [i.custom_id for i in pending]
@@ -136,7 +138,7 @@ class RetryRounds:
         retry_ids: list[str] = []
         deadlines: list[datetime] = []
         round_no = 0
-        for item in self.ledger.iter_items(work.job, work.partition, statuses=_RETRYABLE):
+        for item in self.ledger.iter_items(work.job, work.partition, statuses=RETRYABLE_ITEM_STATUSES):
             verdict = retry_verdict(item.status, item.attempts, item.status_code, self.policy, item.error_code)
             if verdict is RetryVerdict.RETRY:
                 retry_ids.append(item.custom_id)

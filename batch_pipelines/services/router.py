@@ -278,7 +278,7 @@ def _handle(found: CallLookup) -> DeferredCall:
     if item is None:
         status = SUBMITTED if call.state == CALL_FLUSHED else QUEUED
         return DeferredCall(id=call.call_id, status=status, deadline=call.deadline, warning=call.warning)
-    status = item.status if item.status in DONE_STATUSES else SUBMITTED
+    status = item.status.value if item.status in DONE_STATUSES else SUBMITTED
     return DeferredCall(
         id=call.call_id,
         status=status,

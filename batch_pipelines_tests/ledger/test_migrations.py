@@ -19,6 +19,7 @@ from batch_pipelines.core.requests import Lane
 from batch_pipelines.core.status import BatchStatus
 from batch_pipelines.core.usage import Usage
 from batch_pipelines.ledger import Ledger
+from batch_pipelines.ledger.deferred_schema import DEFERRED_TABLES, deferred_calls
 from batch_pipelines.ledger.engine import parse_ledger_url
 from batch_pipelines.ledger.migrations import BASELINE_REVISION, VERSION_TABLE, head_revision, script_directory
 from batch_pipelines.ledger.schema import ledger_meta, metadata
@@ -129,6 +130,33 @@ def test_a_ledger_from_before_alembic_upgrades_in_place_with_its_data_intact(led
     assert stamp_of(ledger_url) == "2"
     with Ledger(ledger_url) as reopened:
         assert reopened.item_counts(LEGACY_JOB, LEGACY_PARTITION)[ItemStatus.SUCCEEDED] == 4
+
+
+def test_buffer_tables_a_ledger_made_for_itself_before_alembic_are_kept(ledger_url):
+    """A pre-Alembic ledger whose router buffer created its own tables keeps them and their calls."""
+    load_legacy_ledger(ledger_url)
+    engine = create_engine(parse_ledger_url(ledger_url))
+    queued = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+    with engine.begin() as connection:
+        metadata.create_all(connection, tables=list(DEFERRED_TABLES))
+        connection.execute(
+            deferred_calls.insert().values(
+                call_id="dfr_1",
+                provider="openai",
+                model="gpt-5.4-mini",
+                endpoint="/v1/chat/completions",
+                body="{}",
+                state="queued",
+                created_at=queued,
+                updated_at=queued,
+            )
+        )
+    engine.dispose()
+    with Ledger(ledger_url) as ledger, ledger.engine.connect() as connection:
+        assert ledger.schema_revision() == head_revision()
+        assert connection.execute(select(deferred_calls.c.call_id, deferred_calls.c.state)).all() == [
+            ("dfr_1", "queued")
+        ]
 
 
 def test_a_ledger_upgraded_by_a_newer_release_is_refused_untouched(ledger_url):

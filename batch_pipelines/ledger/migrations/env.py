@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from batch_pipelines.ledger import deferred_schema  # noqa: F401  (its tables join ``metadata``)
 from batch_pipelines.ledger.migrations.runner import VERSION_TABLE
 from batch_pipelines.ledger.schema import metadata
 
