@@ -21,7 +21,7 @@ def _usd(value: Decimal) -> float:
 def results_metadata(report: ReconcileReport, *, provider_of: Callable[[str], str]) -> dict[str, Any]:
     """Everything the UI shows for a finished partition, and what the checks read."""
     totals = report.totals
-    counts = {kind.value: int(totals.counts.get(kind.value, 0)) for kind in OutcomeKind}
+    counts = {kind.value: totals.count(kind) for kind in OutcomeKind}
     total = int(totals.item_count)
     succeeded = counts[OutcomeKind.SUCCEEDED.value]
     cost, sync = totals.cost_usd, totals.sync_equivalent_usd

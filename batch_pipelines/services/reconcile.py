@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from batch_pipelines.core.item_status import ItemStatus
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.core.requests import Lane
 from batch_pipelines.ledger import BatchRow, Ledger, PartitionTotals
@@ -99,7 +100,9 @@ class Reconciler:
             self.rounds.run(work, rebuild, sent)
 
         counts = self.ledger.item_counts(job, partition)
-        complete = counts.get("pending", 0) + counts.get("submitted", 0) == 0  # a new batch's items are 'submitted'
+        complete = (
+            counts.get(ItemStatus.PENDING, 0) + counts.get(ItemStatus.SUBMITTED, 0) == 0
+        )  # a new batch's items are 'submitted'
         batch_ids = tuple(r.vendor_batch_id for r in self.ledger.batches(job, partition))
         totals = self.ledger.partition_totals(job, partition)
         promotions = self._promotion_costs(work)
