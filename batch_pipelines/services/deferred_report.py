@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from batch_pipelines.core.item_status import ItemStatus
 from batch_pipelines.core.usage import ZERO_USAGE
 from batch_pipelines.ledger import ModelTotals, PartitionTotals
 from batch_pipelines.services.reconcile import ReconcileReport
@@ -33,7 +34,7 @@ class WindowReport:
 
 def merge_reports(job: str, window: str, reports: Sequence[ReconcileReport]) -> ReconcileReport:
     """One report for ``window`` out of its flushes' reports (sums; ids concatenated)."""
-    counts: dict[str, int] = {}
+    counts: dict[ItemStatus, int] = {}
     by_model: dict[str, ModelTotals] = {}
     usage = ZERO_USAGE
     cost = sync = Decimal(0)
