@@ -367,7 +367,7 @@ class DeferredBuffer:
         c = deferred_calls
         found: list[tuple[str, str]] = []
         for chunk in _chunks(list(flush_ids)):
-            with self.ledger._reading() as connection:
+            with self._db.reading() as connection:
                 rows = connection.execute(
                     select(c.c.call_id, c.c.warning)
                     .where(c.c.flush_id.in_(chunk), c.c.warning.is_not(None))
