@@ -180,9 +180,21 @@ class DeferredFlusher:
         requests = self.requests_for(flush.flush_id)
         if flush.lane is Lane.BATCH:
             self.gateway.submit(DEFERRED_JOB, flush.flush_id, requests)
-        elif not self.gateway.ledger.item_counts(DEFERRED_JOB, flush.flush_id):
-            self.gateway.run_on_sync(DEFERRED_JOB, flush.flush_id, requests, keep_responses=self.buffer.keep_responses)
-        # else: a sync run a dead flusher began; ``collect`` finishes what it left (never runs twice)
+        else:
+            # A dead flusher's sync run may have begun: send only what it never sent (absent, or
+            # pending with no attempt). What it left mid-run ('submitted' under its run's key) is
+            # finished by ``collect`` (the reconcile's stranded items), so nothing runs twice.
+            known = {item.custom_id: item for item in self.gateway.ledger.iter_items(DEFERRED_JOB, flush.flush_id)}
+            unsent = [
+                r
+                for r in requests
+                if r.custom_id not in known
+                or (known[r.custom_id].status == "pending" and known[r.custom_id].attempts == 0)
+            ]
+            if unsent:
+                self.gateway.run_on_sync(
+                    DEFERRED_JOB, flush.flush_id, unsent, keep_responses=self.buffer.keep_responses
+                )
         self._crash_hook("sent")
         self.buffer.mark_submitted(flush.flush_id, worker=self.worker)
 

@@ -154,3 +154,29 @@ def test_two_flushers_at_once_on_postgres_claim_each_call_once(emu, vtime, tmp_p
     finally:
         a.close()
         b.close()
+
+
+def test_a_crash_before_a_sync_flush_runs_is_taken_over_and_runs_once(emu, vtime, tmp_path):
+    """A call due too soon for a batch whose flusher died before the sync run is run once by the heir."""
+    policy = FlushPolicy(claim_lease=timedelta(minutes=10))
+    dying = make_router(emu, vtime, tmp_path, flush_policy=policy, worker="dying")
+    dying.flusher = DeferredFlusher(
+        dying.gateway, dying.buffer, flush_policy=policy, worker="dying", crash_hook=_crash_at("claimed")
+    )
+    with pytest.raises(Crash):
+        dying.call(chat(1), deadline=timedelta(minutes=20), key="tight-1")
+    dying.close()
+    heir = make_router(emu, vtime, tmp_path, flush_policy=policy, worker="heir")
+    try:
+        handle = heir.call(chat(1), deadline=timedelta(minutes=20), key="tight-1")  # the caller retries: same call
+        assert handle.status == "queued"  # claimed by the dead flusher, not yet sent
+        vtime.advance(11 * 60)
+        report = heir.flush()
+        assert report.by_lane()[Lane.SYNC] == 1 and report.taken_over
+        heir.collect()
+        done = heir.get(handle.id)
+        assert done.status == "succeeded" and done.lane is Lane.SYNC
+        totals = heir.gateway.ledger.partition_totals(DEFERRED_JOB, report.flushes[0].flush_id)
+        assert totals.attempts == 1  # run once
+    finally:
+        heir.close()
