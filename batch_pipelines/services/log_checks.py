@@ -196,7 +196,27 @@ def _times(values: pa.Array | pa.ChunkedArray, checks: _Checks) -> pa.Array:
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         checks.add(pc.is_valid(values), "time is not a time")
         return pa.nulls(len(values), target)
-    text = pc.utf8_trim_whitespace(values)
+    try:
+        # The common case, and Arrow's own ISO-8601 parser: a whole column with a zone parses at once.
+        return pc.cast(values, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass  # some value is another form (fractions, no zone, epoch seconds) or not a time
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()  # replace_with_mask takes arrays, not chunked ones
+    quick = pc.strptime(values, format="%Y-%m-%dT%H:%M:%S%z", unit="s", error_is_null=True)
+    rest = pc.and_(pc.is_valid(values), pc.is_null(quick))
+    if not pc.any(rest).as_py():
+        return pc.cast(quick, target)
+    # Only the values the quick parse missed pay for the regular expressions.
+    parsed = _other_time_forms(pc.filter(values, rest), target)
+    result = pc.replace_with_mask(pc.cast(quick, target), rest, parsed)
+    checks.add(pc.and_(pc.is_valid(values), pc.is_null(result)), "time is not an ISO-8601 time or epoch seconds")
+    return result
+
+
+def _other_time_forms(text: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array:
+    """Fractional seconds, a space for the T, no zone (read as UTC), or epoch seconds; null if none fits."""
+    text = pc.utf8_trim_whitespace(text)
     epoch = pc.if_else(pc.match_substring_regex(text, r"^\d+(\.\d+)?$"), text, None)
     iso = pc.replace_substring_regex(text, r"\.\d+", "")
     iso = pc.replace_substring_regex(iso, r"[zZ]$", "+0000")
@@ -206,5 +226,4 @@ def _times(values: pa.Array | pa.ChunkedArray, checks: _Checks) -> pa.Array:
     naive = pc.strptime(iso, format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
     from_epoch = pc.cast(pc.cast(pc.cast(epoch, pa.float64()), pa.int64(), safe=False), target)
     result = pc.coalesce(pc.cast(with_zone, target), pc.cast(naive, target), from_epoch)
-    checks.add(pc.and_(pc.is_valid(values), pc.is_null(result)), "time is not an ISO-8601 time or epoch seconds")
-    return result
+    return result.combine_chunks() if isinstance(result, pa.ChunkedArray) else result
