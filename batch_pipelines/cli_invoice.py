@@ -10,12 +10,12 @@ from typing import Any
 import click
 import orjson
 
-from batch_pipelines.cli_params import exact, money
+from batch_pipelines.cli_params import exact
 from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.ledger import Ledger
 from batch_pipelines.services.invoice import Invoice, build_invoice
-from batch_pipelines.services.invoice_views import invoice_png
+from batch_pipelines.services.invoice_views import invoice_png, money
 
 _PCT = Decimal("0.01")
 

@@ -8,10 +8,15 @@ from batch_pipelines.reports.charts import paired_bars_png
 from batch_pipelines.services.invoice import Invoice
 
 _CENT = Decimal("0.01")
+_MICRO = Decimal("0.000001")
+# A day of a small workload costs cents: below this, amounts keep six decimals so they still differ.
+_FINE_BELOW = Decimal(100)
 
 
 def money(value: Decimal) -> str:
-    return f"${value.quantize(_CENT, rounding=ROUND_HALF_UP):,}"
+    """Display rounding only: cents from $100, millionths of a dollar below."""
+    quantum = _MICRO if abs(value) < _FINE_BELOW else _CENT
+    return f"${value.quantize(quantum, rounding=ROUND_HALF_UP):,}"
 
 
 def invoice_png(invoice: Invoice) -> bytes:
