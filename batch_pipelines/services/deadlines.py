@@ -8,10 +8,12 @@ on; whatever the batch still finishes is recorded as a duplicate cost.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from batch_pipelines.core.errors import ProviderError
 from batch_pipelines.core.item_status import ItemStatus
 from batch_pipelines.core.lanes import LanePolicy, deadline_at_risk
 from batch_pipelines.core.status import BatchStatus
@@ -19,6 +21,8 @@ from batch_pipelines.ledger import Ledger
 from batch_pipelines.services.partition_work import PartitionWork
 from batch_pipelines.services.routing import ProviderRouter
 from batch_pipelines.services.sync_runs import SyncRunKind, SyncRunner
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,22 @@ class DeadlineWatch:
             if earliest is None or not deadline_at_risk(earliest, now, remaining, self.policy):
                 continue
             cancel_requested = []
+            cancel_failed = False
             for row in open_rows:
                 if row.status is not BatchStatus.CANCELLING:
-                    self.ledger.update_batches([self.router.client(row.provider).batch.cancel(row.vendor_batch_id)])
+                    try:
+                        info = self.router.client(row.provider).batch.cancel(row.vendor_batch_id)
+                    except ProviderError as exc:
+                        # The cancel only saves money; the deadline is the required work. A server
+                        # that cannot cancel (no route, 5xx) leaves the sync lane, right now.
+                        log.warning("could not cancel %s (%s); promoting its items now", row.vendor_batch_id, exc)
+                        cancel_failed = True
+                        continue
+                    self.ledger.update_batches([info])
                     cancel_requested.append(row.vendor_batch_id)
-            no_time_to_wait = now + self.policy.sync_duration(remaining) + self.policy.safety_margin >= earliest
+            no_time_to_wait = (
+                cancel_failed or now + self.policy.sync_duration(remaining) + self.policy.safety_margin >= earliest
+            )
             actions.append(
                 DeadlineAction(
                     job, partition, remaining, earliest, tuple(cancel_requested), no_time_to_wait, tuple(open_ids)

@@ -88,3 +88,24 @@ def test_no_time_to_wait_runs_on_sync_and_records_the_duplicate(emu, vtime, tmp_
     paid_twice = sum((g.cost_usd for g in groups if g.superseded), Decimal(0))
     assert paid_twice > 0, "the batch's answers for promoted items are recorded, not hidden"
     assert scenario.last.paid_twice_usd == paid_twice
+
+
+def test_a_batch_that_cannot_be_cancelled_is_promoted_at_once(emu, vtime, tmp_path):
+    """Every cancel fails (5xx on every route): the watchdog still acts, asking for the sync lane now,
+    and the partition meets its deadline."""
+    with_profile(emu, batch_completion_seconds=6 * 3600)
+    gateway = build_gateway(emu, tmp_path, vtime)
+    deadline = vtime.datetime() + timedelta(hours=2)
+    scenario = start(emu, gateway, vtime, make_requests(10, model=OPENAI_MODEL, deadline=deadline))
+    submit(scenario)
+    with_profile(emu, batch_completion_seconds=6 * 3600, route_5xx_rate=1.0)
+    actions = []
+    while not actions and vtime.datetime() < deadline:
+        vtime.advance(STEP)
+        actions = gateway.watch_deadlines(scenario.job)
+    (action,) = actions
+    assert action.run_on_sync_now and action.cancel_requested == ()
+    with_profile(emu, batch_completion_seconds=6 * 3600)
+    assert gateway.promote(scenario.job, scenario.partition, rebuild_requests=scenario.rebuild) == 10
+    counts = gateway.ledger.item_counts(scenario.job, scenario.partition)
+    assert counts == {"succeeded": 10} and vtime.datetime() <= deadline
