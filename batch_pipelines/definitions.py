@@ -10,6 +10,7 @@ file instead (README: "Configure a real provider").
 
 import dagster as dg
 
+from batch_pipelines.dagster_layer.deferred import deferred_router
 from batch_pipelines.dagster_layer.invoice import daily_invoice_asset
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.emulator import EMULATOR_URL_ENV
@@ -39,6 +40,10 @@ daily_invoice = daily_invoice_asset(
 )
 
 
+# The call-site router's flush and completion sensors and its hourly deferred_calls asset.
+ROUTER = deferred_router(start_date="2026-01-01-00:00", budget_usd_per_hour="5.00")
+
+
 def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[
@@ -49,9 +54,10 @@ def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Defini
             evals.eval_cases,
             *(asset for w in WORKLOADS for asset in w.assets),
             daily_invoice,
+            ROUTER.asset,
         ],
-        asset_checks=[check for w in WORKLOADS for check in w.checks],
-        sensors=[sensor for w in WORKLOADS for sensor in w.sensors],
+        asset_checks=[*(check for w in WORKLOADS for check in w.checks), *ROUTER.checks],
+        sensors=[*(sensor for w in WORKLOADS for sensor in w.sensors), *ROUTER.sensors],
         jobs=[nightly_submit_job],
         schedules=[nightly_schedule],
         resources={"batch_gateway": resource or BatchGatewayResource(emulator_url=dg.EnvVar(EMULATOR_URL_ENV))},

@@ -16,13 +16,15 @@ DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
 
 
 def test_definitions_load_with_every_workload():
-    """The code location resolves: 4 workloads x (submit, results, sensor), checks, schedule."""
+    """The code location resolves: 4 workloads x (submit, results, sensor), the router, checks, schedule."""
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     for name in ("nightly_reports", "classification", "embedding_backfill", "evals"):
         assert {f"{name}_batch", f"{name}_results"} <= keys
         assert repo.get_sensor_def(f"{name}_completion_sensor")
     assert "daily_reports_digest" in keys
+    assert "deferred_calls" in keys
+    assert repo.get_sensor_def("deferred_flush_sensor") and repo.get_sensor_def("deferred_completion_sensor")
     assert repo.get_schedule_def("nightly_submit_schedule")
     check_names = {c.name for c in repo.asset_graph.asset_check_keys}
     assert {"success_rate_at_least", "cost_within_budget"} <= check_names
