@@ -98,7 +98,7 @@ def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult[Any]:
         partition = context.partition_key
         try:
-            requests = workload.requests_from_frame(rows, partition=partition)
+            requests = workload.request_stream(rows, partition=partition)
             report = batch_gateway.gateway.submit(
                 workload.name,
                 partition,

@@ -89,6 +89,16 @@ class BatchWorkload:
         self, frame: pd.DataFrame, *, partition: str, now: datetime | None = None
     ) -> list[LLMRequest]:
         """Validate the upstream rows and build one request per row; every problem is named."""
+        return list(self.request_stream(frame, partition=partition, now=now))
+
+    def request_stream(
+        self, frame: pd.DataFrame, *, partition: str, now: datetime | None = None, rows_per_block: int = 10_000
+    ) -> RequestStream:
+        """Validate the upstream rows now; build the requests each time the result is walked.
+
+        The submit asset walks a partition twice (the estimate, then the submission): holding a
+        million requests at once took about a gigabyte, building them again costs seconds.
+        """
         if frame is None or len(frame) == 0:
             raise InvalidInputError(
                 f"partition {partition!r} of {self.upstream_key.to_user_string()} has no rows: nothing to send",
@@ -116,7 +126,7 @@ class BatchWorkload:
                 duplicates=len(duplicated),
             )
         deadline = (now or datetime.now(UTC)) + self.deadline
-        return list(self._iter_requests(frame, ids, deadline))
+        return RequestStream(self, frame, ids, deadline, rows_per_block)
 
     def _refuse_unsendable(self, frame: pd.DataFrame, suspects: Mapping[str, np.ndarray]) -> None:
         """Refuse rows whose request cannot be written as JSON because of a column's invalid text.
@@ -142,13 +152,36 @@ class BatchWorkload:
                     rows=int(unsendable.sum()),
                 )
 
-    def _iter_requests(self, frame: pd.DataFrame, ids: pd.Series, deadline: datetime) -> Iterator[LLMRequest]:
-        # pandas types record keys as Hashable; they are the frame's column labels, read by name.
-        records = cast(list[dict[str, Any]], frame.to_dict("records"))
-        for custom_id, row in zip(ids, records):
-            body = dict(self.build_request(row))
-            body["model"] = self.model
-            yield LLMRequest(custom_id, self.endpoint, self.model, body, Lane.BATCH, deadline)
+
+class RequestStream:
+    """A partition's requests, built afresh on every pass, ``rows_per_block`` rows at a time.
+
+    Re-iterable (each ``iter()`` starts again from the first row) and sized, so the estimate and
+    the submission can each walk it without the whole partition's requests held at once.
+    """
+
+    def __init__(
+        self, workload: BatchWorkload, frame: pd.DataFrame, ids: pd.Series, deadline: datetime, rows_per_block: int
+    ) -> None:
+        self._workload = workload
+        self._block = rows_per_block
+        self._frame = frame
+        self._ids = ids.tolist()
+        self._deadline = deadline
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[LLMRequest]:
+        w, deadline = self._workload, self._deadline
+        for start in range(0, len(self._ids), self._block):
+            block = self._frame.iloc[start : start + self._block]
+            # pandas types record keys as Hashable; they are the frame's column labels, read by name.
+            records = cast(list[dict[str, Any]], block.to_dict("records"))
+            for custom_id, row in zip(self._ids[start : start + self._block], records):
+                body = dict(w.build_request(row))
+                body["model"] = w.model
+                yield LLMRequest(custom_id, w.endpoint, w.model, body, Lane.BATCH, deadline)
 
 
 # Rows named in an error message; the count says how many more there are.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -50,13 +50,19 @@ def estimate_requests(
     expected_output: int = DEFAULT_EXPECTED_OUTPUT_TOKENS,
     discounts: Discounts = NO_DISCOUNTS,
     lane: Lane = Lane.BATCH,
+    check_model: Callable[[str], None] | None = None,
 ) -> Estimate:
-    """Sum estimated usage per model, then price each model once (exact and fast)."""
+    """Sum estimated usage per model, then price each model once (exact and fast).
+
+    One pass over ``requests``; ``check_model`` sees each model the first time it appears.
+    """
     estimate = Estimate()
     encodings: dict[str, str] = {}
     for request in requests:
         encoding = encodings.get(request.model)
         if encoding is None:
+            if check_model is not None:
+                check_model(request.model)
             encoding = encodings[request.model] = price_book.encoding(request.model)
         usage = Usage(
             input_tokens=input_tokens(request, encoding),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -176,23 +176,31 @@ class Gateway:
 
     # -- submit ----------------------------------------------------------------------------
     def estimate(
-        self, requests: Sequence[LLMRequest], *, expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS
+        self, requests: Iterable[LLMRequest], *, expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS
     ) -> Estimate:
-        for model in {r.model for r in requests}:
+        def check(model: str) -> None:
             self.registry.provider_for(model)  # an unroutable model fails before any spend
             self.price_book.price(model)
-        return estimate_requests(requests, self.price_book, expected_output=expected_output_tokens)
+
+        return estimate_requests(requests, self.price_book, expected_output=expected_output_tokens, check_model=check)
 
     def submit(
         self,
         job: str,
         partition: str,
-        requests: Sequence[LLMRequest],
+        requests: Iterable[LLMRequest],
         *,
         budget_usd: Decimal | None = None,
         expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS,
     ) -> SubmitReport:
-        """Estimate, refuse over budget, then submit each provider's share idempotently."""
+        """Estimate, refuse over budget, then submit each provider's share idempotently.
+
+        ``requests`` is walked once for the estimate and once per provider: a re-iterable that
+        builds them on each pass (``RequestStream``) keeps a large partition's memory flat; a
+        one-shot iterator is read into a list first.
+        """
+        if iter(requests) is requests:
+            requests = list(requests)
         estimate = self.estimate(requests, expected_output_tokens=expected_output_tokens)
         if budget_usd is not None and estimate.cost_usd > Decimal(budget_usd):
             raise BudgetExceededError(
@@ -204,7 +212,7 @@ class Gateway:
             )
         work = PartitionWork(job, partition)
         batches: list[BatchInfo] = []
-        for provider, share in self._router.by_provider(requests):
+        for provider, share in self._router.shares(requests, models=estimate.per_model):
             batches.extend(
                 submit_partition(
                     self.ledger,
@@ -215,7 +223,7 @@ class Gateway:
                     work_dir=self._dirs.submit(work),
                 )
             )
-        return SubmitReport(job, partition, len(requests), tuple(batches), estimate)
+        return SubmitReport(job, partition, estimate.requests, tuple(batches), estimate)
 
     # -- poll ------------------------------------------------------------------------------
     def poll(self, job: str, *, time_budget_s: float = 40.0) -> PollReport:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from batch_pipelines.core.requests import LLMRequest
 from batch_pipelines.providers.client import ProviderClient, build_client
@@ -38,6 +38,18 @@ class ProviderRouter:
         for request in requests:
             shares[self.registry.provider_for(request.model).name].append(request)
         return sorted(shares.items())
+
+    def shares(
+        self, requests: Iterable[LLMRequest], *, models: Iterable[str]
+    ) -> Iterator[tuple[str, Iterable[LLMRequest]]]:
+        """Like ``by_provider``, for a re-iterable ``requests`` whose ``models`` are known: one
+        provider's share is ``requests`` itself (nothing copied); several filter it, a pass each."""
+        providers = sorted({self.registry.provider_for(model).name for model in models})
+        if len(providers) == 1:
+            yield providers[0], requests
+            return
+        for provider in providers:
+            yield provider, (r for r in requests if self.registry.provider_for(r.model).name == provider)
 
     def close(self) -> None:
         for client in self._clients.values():

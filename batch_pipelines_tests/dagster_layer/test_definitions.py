@@ -154,3 +154,18 @@ def test_the_submit_asset_retries_transient_provider_failures_only():
     assert failure_for(ProviderError("bad request", status_code=400)).allow_retries is False
     assert failure_for(InvalidInputError("bad rows")).allow_retries is False
     assert failure_for(BudgetExceededError("over")).allow_retries is False
+
+
+def test_a_request_stream_validates_at_once_and_builds_the_requests_on_every_pass():
+    """request_stream refuses bad rows before any pass; each pass yields every row's request again, in blocks."""
+    workload = _workload()
+    with pytest.raises(InvalidInputError, match="duplicate ids"):
+        workload.request_stream(pd.DataFrame({"id": ["a", "a"], "text": ["x", "y"]}), partition="p")
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(25)], "text": [f"text {i}" for i in range(25)]})
+    stream = workload.request_stream(frame, partition="p", rows_per_block=7)  # several blocks, one short
+    first, second = list(stream), list(stream)
+    assert len(stream) == 25
+    assert [r.custom_id for r in first] == [f"r{i}" for i in range(25)]
+    assert [r.body for r in second] == [r.body for r in first]
+    assert first[24].body["model"] == workload.model
+    assert [r.body for r in workload.requests_from_frame(frame, partition="p")] == [r.body for r in first]
