@@ -33,7 +33,7 @@ from batch_pipelines.ledger.item_reads import ItemReader, StatusLike
 from batch_pipelines.ledger.items import ItemStore
 from batch_pipelines.ledger.migrations import head_revision, stored_revision, upgrade_in_place
 from batch_pipelines.ledger.reports import PROMOTION_KEY_PREFIX, Reports
-from batch_pipelines.ledger.rows import AttemptGroup, BatchRow, IntentRow, ItemRow, PartitionTotals
+from batch_pipelines.ledger.rows import AttemptGroup, BatchRow, IntentRow, ItemRow, PartitionTotals, SpendGroup
 from batch_pipelines.ledger.schema import RECONCILE_DONE, RECONCILE_NONE
 
 __all__ = ["PROMOTION_KEY_PREFIX", "Ledger"]
@@ -223,6 +223,10 @@ class Ledger:
     def attempt_groups(self, job: str, partition: str) -> list[AttemptGroup]:
         """Closed attempts summed by (lane, model, superseded): the evidence for promotion costs."""
         return self._reports.attempt_groups(job, partition)
+
+    def spend_between(self, start: datetime, end: datetime) -> list[SpendGroup]:
+        """Attempts closed in ``[start, end)``, summed by job, lane, model and what the money bought."""
+        return self._reports.spend_between(start, end)
 
     def unfinished_in_batches(self, job: str, partition: str, batch_keys: Sequence[str]) -> tuple[int, datetime | None]:
         """How many items still wait on these batches, and the earliest deadline among them."""

@@ -1,4 +1,4 @@
-"""What a partition adds up to: item counts by status, exact sums over attempts, promotion evidence."""
+"""What a partition adds up to (counts by status, exact sums over attempts, promotions), and what a day spent."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.core.requests import Lane
 from batch_pipelines.core.usage import Usage
 from batch_pipelines.ledger.database import Database
-from batch_pipelines.ledger.rows import AttemptGroup, ModelTotals, PartitionTotals
+from batch_pipelines.ledger.rows import AttemptGroup, ModelTotals, PartitionTotals, SpendGroup
 from batch_pipelines.ledger.schema import USAGE_COLUMNS, attempts
 from batch_pipelines.ledger.schema import items as items_t
 
@@ -128,6 +128,73 @@ class Reports:
                 )
             ).one()
         return int(count), earliest
+
+    def spend_between(self, start: datetime, end: datetime) -> list[SpendGroup]:
+        """Closed attempts with ``start <= closed_at < end`` (the nightly invoice), grouped by job, lane and
+        model and split by four flags: promoted by the watchdog, superseded (paid twice), a retry
+        (attempt above 1), succeeded. Both instants timezone-aware."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware")
+        a, i = attempts, items_t
+        superseded = case(
+            (and_(a.c.outcome == OutcomeKind.SUCCEEDED.value, i.c.batch_key.is_distinct_from(a.c.batch_key)), 1),
+            else_=0,
+        ).label("superseded")
+        promoted = case((a.c.batch_key.like(f"{PROMOTION_KEY_PREFIX}%"), 1), else_=0).label("promoted")
+        retry = case((a.c.attempt > 1, 1), else_=0).label("retry")
+        succeeded = case((a.c.outcome == OutcomeKind.SUCCEEDED.value, 1), else_=0).label("succeeded")
+        sums = [func.sum(a.c[name]) for name in USAGE_COLUMNS]
+        statement = (
+            select(
+                a.c.job,
+                a.c.lane,
+                a.c.model,
+                promoted,
+                superseded,
+                retry,
+                succeeded,
+                func.count(),
+                func.sum(a.c.cost_usd),
+                func.sum(a.c.sync_equivalent_usd),
+                *sums,
+            )
+            .select_from(
+                a.join(i, and_(i.c.job == a.c.job, i.c.partition == a.c.partition, i.c.custom_id == a.c.custom_id))
+            )
+            .where(a.c.outcome.is_not(None), a.c.closed_at >= start, a.c.closed_at < end)
+            .group_by(a.c.job, a.c.lane, a.c.model, promoted, superseded, retry, succeeded)
+            .order_by(a.c.job, a.c.lane, a.c.model)
+        )
+        with self._db.reading() as connection:
+            rows = connection.execute(statement).all()
+        return [
+            SpendGroup(
+                job=job,
+                lane=Lane(lane),
+                model=model,
+                promoted=bool(was_promoted),
+                superseded=bool(was_superseded),
+                retry=bool(was_retry),
+                succeeded=bool(did_succeed),
+                attempts=int(count),
+                usage=Usage(*(int(v or 0) for v in usage_sums)),
+                cost_usd=cost if cost is not None else _ZERO,
+                sync_equivalent_usd=sync if sync is not None else _ZERO,
+            )
+            for (
+                job,
+                lane,
+                model,
+                was_promoted,
+                was_superseded,
+                was_retry,
+                did_succeed,
+                count,
+                cost,
+                sync,
+                *usage_sums,
+            ) in rows
+        ]
 
 
 def _item_counts(connection: Connection, job: str, partition: str) -> dict[ItemStatus, int]:

@@ -197,3 +197,20 @@ def batch_errors_to_json(errors: tuple[BatchError, ...]) -> list[dict[str, Any]]
 
 def batch_errors_from_json(raw: list[dict[str, Any]] | None) -> tuple[BatchError, ...]:
     return tuple(BatchError(e.get("code"), e.get("message"), e.get("line"), e.get("param")) for e in raw or ())
+
+
+@dataclass(frozen=True, slots=True)
+class SpendGroup:
+    """Attempts closed in a time window, grouped by workload, lane and model and by what the money bought."""
+
+    job: str
+    lane: Lane
+    model: str
+    promoted: bool
+    superseded: bool
+    retry: bool
+    succeeded: bool
+    attempts: int
+    usage: Usage
+    cost_usd: Decimal
+    sync_equivalent_usd: Decimal

@@ -22,7 +22,7 @@ from batch_pipelines.core.requests import Lane
 from batch_pipelines.core.usage import Usage
 from batch_pipelines.ledger import Ledger
 from batch_pipelines.ledger.deferred import DEFERRED_JOB
-from batch_pipelines.ledger.spend_reads import SpendGroup, spend_between
+from batch_pipelines.ledger.rows import SpendGroup
 
 ROUTER_WORKLOAD = "router (deferred calls)"
 _ZERO = Decimal(0)
@@ -100,7 +100,7 @@ def workload_name(job: str) -> str:
 def build_invoice(ledger: Ledger, book: PriceBook, day: date) -> Invoice:
     """The invoice of ``day`` (UTC) from what the ledger recorded."""
     start, end = day_window(day)
-    return invoice_from_groups(day, spend_between(ledger.engine, start, end), book)
+    return invoice_from_groups(day, ledger.spend_between(start, end), book)
 
 
 def invoice_from_groups(day: date, groups: list[SpendGroup], book: PriceBook) -> Invoice:
