@@ -1,4 +1,4 @@
-"""Ledger.spend_between: attempts closed in a window, summed exactly, with the invoice's four flags (SQLite and PostgreSQL)."""
+"""Ledger.spend_between: attempts closed in a window, summed exactly, with the invoice's flags (SQLite, PostgreSQL)."""
 
 from datetime import timedelta
 
