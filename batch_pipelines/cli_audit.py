@@ -14,8 +14,9 @@ from batch_pipelines.cli_params import Fraction, exact, money
 from batch_pipelines.core.advice import DEFAULT_MIN_MONTHLY_SAVING, AdvicePolicy
 from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.core.pricing import Discounts, PriceBook
+from batch_pipelines.ledger import Ledger
 from batch_pipelines.reports.charts import bars_png, spend_by_hour_png
-from batch_pipelines.services.audit import AuditReport, audit_log
+from batch_pipelines.services.audit import AuditReport, audit_ledger, audit_log
 from batch_pipelines.services.audit_html import audit_html
 from batch_pipelines.services.log_checks import FIELDS
 from batch_pipelines.services.traffic_log import FORMATS, parse_mapping
@@ -35,7 +36,8 @@ def _format_for(path: Path, given: str | None) -> str:
 
 
 @click.command("audit")
-@click.argument("log", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("log", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--ledger", "ledger_url", default=None, help="Audit the ledger at this URL instead of a log file.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="Default: from the file's suffix.")
 @click.option(
     "--map",
@@ -57,7 +59,8 @@ def _format_for(path: Path, given: str | None) -> str:
 @click.option("--prices", type=click.Path(dir_okay=False), default=None, help="YAML price book over the default.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def audit_command(
-    log: Path,
+    log: Path | None,
+    ledger_url: str | None,
     fmt: str | None,
     maps: tuple[str, ...],
     out: Path | None,
@@ -80,18 +83,26 @@ def audit_command(
         policy = AdvicePolicy(
             min_monthly_saving=min_monthly_saving, discounts=Discounts(structural_discount, credit_bonus)
         )
-        report = audit_log(log, _format_for(log, fmt), book, mapping=mapping, policy=policy)
+        if (log is None) == (ledger_url is None):
+            raise click.UsageError("give a LOG file or --ledger URL (one of them)")
+        if log is not None:
+            report = audit_log(log, _format_for(log, fmt), book, mapping=mapping, policy=policy)
+            source = log.name
+        else:
+            with Ledger(ledger_url) as ledger:
+                report = audit_ledger(ledger, book, policy=policy)
+                source = f"the ledger {ledger.url_for_display}"
     except BatchPipelinesError as exc:
         raise click.UsageError(exc.message) from None
     if report.rows_read == 0:
         problems = ", ".join(f"{p}: {n:,}" for p, n in report.bad_by_problem.items()) or "the log has no rows"
-        raise click.UsageError(f"no row of {log} could be audited ({problems})")
+        raise click.UsageError(f"no row of {source} could be audited ({problems})")
     if out is not None:
-        write_outputs(report, log.name, out)
+        write_outputs(report, source, out)
     if as_json:
         click.echo(orjson.dumps(audit_json(report)).decode())
     else:
-        _print(report, log, out)
+        _print(report, source, out)
 
 
 def write_outputs(report: AuditReport, source: str, out: Path) -> dict[str, Path]:
@@ -166,11 +177,11 @@ def audit_json(report: AuditReport) -> dict[str, Any]:
     }
 
 
-def _print(report: AuditReport, log: Path, out: Path | None) -> None:
+def _print(report: AuditReport, source: str, out: Path | None) -> None:
     span = ""
     if report.first_call and report.last_call:
         span = f" ({report.first_call:%Y-%m-%d %H:%M} to {report.last_call:%Y-%m-%d %H:%M} UTC)"
-    click.echo(f"audit of {log.name}: {report.rows_read:,} calls over {report.days} day(s){span}")
+    click.echo(f"audit of {source}: {report.rows_read:,} calls over {report.days} day(s){span}")
     click.echo(
         f"spend {money(report.spend)}; background work paid at the sync price {money(report.movable_spend)} "
         f"({_pct(report.movable_spend_share)} of the spend, {_pct(report.movable_token_share)} of the tokens)"

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from os import PathLike
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -223,6 +224,10 @@ class Ledger:
     def attempt_groups(self, job: str, partition: str) -> list[AttemptGroup]:
         """Closed attempts summed by (lane, model, superseded): the evidence for promotion costs."""
         return self._reports.attempt_groups(job, partition)
+
+    def attempt_log(self, chunk: int = 65_536) -> Iterator[list[tuple[Any, ...]]]:
+        """Closed attempts as traffic-log rows, oldest first, in chunks (see ``Reports.attempt_log``)."""
+        return self._reports.attempt_log(chunk)
 
     def spend_between(self, start: datetime, end: datetime) -> list[SpendGroup]:
         """Attempts closed in ``[start, end)``, summed by job, lane, model and what the money bought."""

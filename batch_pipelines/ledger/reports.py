@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, select
 
@@ -195,6 +196,32 @@ class Reports:
                 *usage_sums,
             ) in rows
         ]
+
+    def attempt_log(self, chunk: int = 65_536) -> Iterator[list[tuple[Any, ...]]]:
+        """Every closed attempt as a call of a traffic log, in chunks: (job, model, lane, opened_at,
+        deadline, input, cached, output tokens). The audit reads the ledger through this."""
+        a, i = attempts, items_t
+        statement = (
+            select(
+                a.c.job,
+                a.c.model,
+                a.c.lane,
+                a.c.opened_at,
+                i.c.deadline,
+                a.c.input_tokens,
+                a.c.cached_input_tokens,
+                a.c.output_tokens,
+            )
+            .select_from(
+                a.join(i, and_(i.c.job == a.c.job, i.c.partition == a.c.partition, i.c.custom_id == a.c.custom_id))
+            )
+            .where(a.c.outcome.is_not(None))
+            .order_by(a.c.opened_at)
+        )
+        with self._db.reading() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=chunk).execute(statement)
+            for part in result.partitions(chunk):
+                yield [tuple(row) for row in part]
 
 
 def _item_counts(connection: Connection, job: str, partition: str) -> dict[ItemStatus, int]:

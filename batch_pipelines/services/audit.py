@@ -35,8 +35,9 @@ from batch_pipelines.core.advice import (
 from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.core.requests import Lane
 from batch_pipelines.core.usage import Usage
+from batch_pipelines.ledger import Ledger
 from batch_pipelines.services.log_checks import BadRow, LogBlock
-from batch_pipelines.services.traffic_log import read_log
+from batch_pipelines.services.traffic_log import ledger_log, read_log
 
 BATCHED, BLOCKED, TIGHT, CHAINED, MOVABLE = "batched", "blocked", "tight", "chained", "movable"
 CLASSES = (BATCHED, BLOCKED, TIGHT, CHAINED, MOVABLE)
@@ -124,6 +125,11 @@ def audit_log(
 ) -> AuditReport:
     """Read, classify, group and price the log at ``path``."""
     return audit_blocks(read_log(path, fmt, mapping), book, policy=policy)
+
+
+def audit_ledger(ledger: Ledger, book: PriceBook, *, policy: AdvicePolicy = AdvicePolicy()) -> AuditReport:
+    """The audit of what the ledger recorded: each workload's attempts as its traffic."""
+    return audit_blocks(ledger_log(ledger), book, policy=policy)
 
 
 def audit_blocks(blocks: Iterable[LogBlock], book: PriceBook, *, policy: AdvicePolicy = AdvicePolicy()) -> AuditReport:

@@ -188,9 +188,10 @@ def _times(values: pa.Array | pa.ChunkedArray, checks: _Checks) -> pa.Array:
     target = pa.timestamp("s", tz="UTC")
     checks.add(pc.is_null(values), "no time")
     if pa.types.is_timestamp(values.type):
+        # Sub-second parts are dropped on purpose: the audit groups by hour.
         if values.type.tz is None:
-            return pc.cast(pc.assume_timezone(values, "UTC"), target)
-        return pc.cast(values, target)
+            return pc.cast(pc.assume_timezone(values, "UTC"), target, safe=False)
+        return pc.cast(values, target, safe=False)
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         return pc.cast(pc.cast(values, pa.int64(), safe=False), target)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):

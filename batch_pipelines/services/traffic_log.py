@@ -24,6 +24,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from batch_pipelines.core.errors import InvalidInputError
+from batch_pipelines.ledger import Ledger
 from batch_pipelines.services.log_checks import FIELDS, BadRow, LogBlock, clean_block
 
 REQUIRED = ("time", "model", "input_tokens", "output_tokens")
@@ -319,3 +320,31 @@ def _column_or_nulls(table: pa.Table, name: str) -> pa.ChunkedArray | pa.Array:
     if name in table.column_names:
         return table.column(name)
     return pa.nulls(table.num_rows, pa.string())
+
+
+def ledger_log(ledger: Ledger) -> Iterator[LogBlock]:
+    """The ledger's closed attempts as a traffic log: tag = the workload (job), the lane each ran on.
+
+    Nothing in the ledger blocked a caller (interactive router calls are not recorded there); an
+    item's deadline, counted from when the attempt was opened, is its latency budget. Line numbers
+    are attempt numbers in time order, from 1.
+    """
+    first = 1
+    for rows in ledger.attempt_log():
+        job, model, lane, opened, deadline, input_tokens, cached, output = (list(column) for column in zip(*rows))
+        budgets = [None if due is None else (due - start).total_seconds() for start, due in zip(opened, deadline)]
+        raw = {
+            "time": pa.array(opened, pa.timestamp("us", tz="UTC")),
+            "model": pa.array(model, pa.string()),
+            "input_tokens": pa.array(input_tokens, pa.int64()),
+            "cached_input_tokens": pa.array(cached, pa.int64()),
+            "output_tokens": pa.array(output, pa.int64()),
+            "blocked": pa.array([False] * len(rows), pa.bool_()),
+            "latency_budget_s": pa.array(budgets, pa.float64()),
+            "chain_id": pa.nulls(len(rows), pa.string()),
+            "chain_step": pa.nulls(len(rows), pa.int64()),
+            "tag": pa.array(job, pa.string()),
+            "lane": pa.array(lane, pa.string()),
+        }
+        yield clean_block(raw, pa.array(np.arange(first, first + len(rows), dtype=np.int64)), [])
+        first += len(rows)

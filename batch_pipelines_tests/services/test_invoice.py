@@ -124,3 +124,16 @@ def test_day_window_is_midnight_to_midnight_utc():
 
     start, end = day_window(date(2026, 11, 26))
     assert start.isoformat() == "2026-11-26T00:00:00+00:00" and end - start == timedelta(days=1)
+
+
+def test_the_audit_reads_the_same_ledger_as_its_traffic(filled):
+    """audit --ledger: every closed attempt is a call, its spend the ledger's cost, tagged by workload."""
+    from batch_pipelines.services.audit import audit_ledger
+
+    gateway, scenarios, _, _ = filled
+    report = audit_ledger(gateway.ledger, BOOK)
+    totals = [gateway.ledger.partition_totals(s.job, s.partition) for s in scenarios]
+    assert report.bad_rows == 0
+    assert report.rows_read == sum(t.attempts for t in totals)
+    assert report.spend == sum((t.cost_usd for t in totals), Decimal(0))
+    assert {g.tag for g in report.groups} == {"classification", "reports"}
