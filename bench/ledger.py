@@ -12,6 +12,11 @@ file is created by the Ledger's own DDL, then written with plain sqlite3 and the
 The baseline is the obvious per-row code: one executemany of per-row INSERT/UPDATE statements
 per chunk, one transaction per chunk. It skips the ledger's guards (compare-and-set checks on
 replays, per-chunk temp tables), so the target is half its speed: ledger >= 0.5x baseline.
+
+Then the read the results path makes, over the same N items: every item's custom_id and
+batch_key, through ``iter_items`` (one ItemRow per item through SQLAlchemy's result processing;
+the current path) against ``read_item_columns`` (raw cursor, Arrow blocks of 65,536 rows), in
+the same run, best of two each. Target: the set-wise read at least 5x the current path.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from batch_pipelines.core.outcomes import ItemOutcome, OutcomeKind
 from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
 from batch_pipelines.core.usage import Usage
@@ -40,6 +47,8 @@ DEADLINE = datetime(2030, 1, 1, tzinfo=UTC)
 USAGE = Usage(input_tokens=1200, cached_input_tokens=1024, output_tokens=40)
 COST = (Decimal("0.000045615"), Decimal("0.00009123"))
 TARGET_RATIO = 0.5
+READ_TARGET_RATIO = 5.0
+READ_COLUMNS = ["custom_id", "batch_key"]
 
 
 def custom_id(i: int) -> str:
@@ -106,6 +115,25 @@ def run_ledger(path: Path, n: int, chunk_size: int) -> dict[str, float]:
     assert totals.cost_usd == COST[0] * n, totals.cost_usd
     ledger.close()
     return times
+
+
+def run_reads(path: Path, n: int) -> tuple[float, float]:
+    """Seconds for the current row-by-row read and for the set-wise read (best of two each)."""
+    ledger = Ledger.for_path(path)
+    row_times, block_times = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        final_key = {item.custom_id: item.batch_key for item in ledger.iter_items(JOB, PARTITION)}
+        row_times.append(time.perf_counter() - t0)
+        assert len(final_key) == n
+        del final_key
+        t0 = time.perf_counter()
+        table = pa.Table.from_batches(ledger.read_item_columns(JOB, PARTITION, READ_COLUMNS))
+        block_times.append(time.perf_counter() - t0)
+        assert table.num_rows == n and table.column("batch_key")[n - 1].as_py() == BATCH_KEY
+        del table
+    ledger.close()
+    return min(row_times), min(block_times)
 
 
 def _sqlite_text(moment: datetime) -> str:
@@ -235,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         ledger_times = run_ledger(Path(tmp) / "ledger.sqlite", n, args.chunk_size)
         ledger_rss = peak_rss_mib()
+        row_read, block_read = run_reads(Path(tmp) / "ledger.sqlite", n)
         baseline_times = run_baseline(Path(tmp) / "baseline.sqlite", n, args.chunk_size)
     baseline_rss = peak_rss_mib()
 
@@ -249,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS: {ledger_rss:.0f} MiB after the ledger run, {baseline_rss:.0f} MiB after the baseline run")
     verdict = "met" if ledger_rate >= TARGET_RATIO * baseline_rate else "missed"
     print(f"TARGET ledger: {ledger_rate:.0f} vs {baseline_rate:.0f} {verdict}")
+    read_ratio = row_read / block_read
+    print(
+        f"read {n:,} items' custom_id + batch_key: iter_items {n / row_read:,.0f} items/s ({row_read:.2f} s), "
+        f"read_item_columns {n / block_read:,.0f} items/s ({block_read:.2f} s)"
+    )
+    read_verdict = "met" if read_ratio >= READ_TARGET_RATIO else "missed"
+    print(f"TARGET ledger_read: {read_ratio:.2f}x vs {READ_TARGET_RATIO:.2f}x of iter_items {read_verdict}")
     return 0
 
 

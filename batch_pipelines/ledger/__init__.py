@@ -2,6 +2,7 @@
 
 from batch_pipelines.core.item_status import RETRYABLE_ITEM_STATUSES, TERMINAL_ITEM_STATUSES, ItemStatus
 from batch_pipelines.ledger.engine import default_ledger_path, mask_url
+from batch_pipelines.ledger.item_columns import ITEM_COLUMN_TYPES
 from batch_pipelines.ledger.ledger import PROMOTION_KEY_PREFIX, Ledger
 from batch_pipelines.ledger.rows import (
     AttemptGroup,
@@ -13,6 +14,7 @@ from batch_pipelines.ledger.rows import (
 )
 
 __all__ = [
+    "ITEM_COLUMN_TYPES",
     "PROMOTION_KEY_PREFIX",
     "RETRYABLE_ITEM_STATUSES",
     "TERMINAL_ITEM_STATUSES",

@@ -119,6 +119,12 @@ class Database:
         except ValueError as exc:  # the same, raised by the SQLite bulk path without SQLAlchemy's wrapper
             raise LedgerError(f"ledger refused a value: {exc}") from exc
 
+    def refused(self, exc: BaseException) -> LedgerError:
+        """A driver's own error (raised through a raw cursor, which SQLAlchemy does not wrap) as a LedgerError."""
+        return LedgerError(
+            f"ledger {self.url_for_display} refused a statement: {_first_line(exc)}", url=self.url_for_display
+        )
+
     def unindexed(self, column: Column[Any]) -> Any:
         """``column`` as a condition SQLite's planner will not use an index for.
 

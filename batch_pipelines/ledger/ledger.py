@@ -5,6 +5,7 @@
 
 - ``items.py``: the item state machine (record, assign, outcomes, release, retry), set-based;
 - ``item_reads.py``: items read back, one or a partition in custom_id order;
+- ``item_columns.py``: a partition's items as Arrow blocks, set-wise (the results path);
 - ``intents.py``: submit intents, the idempotency key written before any provider call;
 - ``batches.py``: provider batches as polled, and the claim to reconcile one;
 - ``reports.py``: counts and exact sums over a partition.
@@ -20,6 +21,7 @@ from os import PathLike
 from types import TracebackType
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy.engine import Engine
 
 from batch_pipelines.core.batches import BatchInfo
@@ -30,6 +32,7 @@ from batch_pipelines.ledger.batches import BatchStore
 from batch_pipelines.ledger.database import Database, utcnow
 from batch_pipelines.ledger.engine import default_ledger_path, parse_ledger_url, sqlite_url
 from batch_pipelines.ledger.intents import IntentStore
+from batch_pipelines.ledger.item_columns import DEFAULT_BLOCK_ROWS, ItemColumnReader
 from batch_pipelines.ledger.item_reads import ItemReader, StatusLike
 from batch_pipelines.ledger.items import ItemStore
 from batch_pipelines.ledger.migrations import head_revision, stored_revision, upgrade_in_place
@@ -63,6 +66,7 @@ class Ledger:
         upgrade_in_place(self._db)
         self._items = ItemStore(self._db)
         self._reads = ItemReader(self._db)
+        self._columns = ItemColumnReader(self._db)
         self._intents = IntentStore(self._db)
         self._batches = BatchStore(self._db)
         self._reports = Reports(self._db)
@@ -209,6 +213,34 @@ class Ledger:
         """Items in custom_id order, read one chunk per short query (no transaction held open)."""
         return self._reads.iter_items(
             job, partition, statuses=statuses, batch_key=batch_key, batch_key_prefix=batch_key_prefix
+        )
+
+    def read_item_columns(
+        self,
+        job: str,
+        partition: str,
+        columns: Sequence[str],
+        *,
+        statuses: Iterable[StatusLike] | None = None,
+        batch_key: str | None = None,
+        batch_key_prefix: str | None = None,
+        block_rows: int = DEFAULT_BLOCK_ROWS,
+    ) -> Iterator[pa.RecordBatch]:
+        """The items ``iter_items`` would yield, as Arrow record batches of ``columns``, custom_id order.
+
+        Set-wise: one query per block of at most ``block_rows`` rows on the driver's cursor, no
+        ItemRow per item, no transaction held between blocks. Column names are those of
+        ``bp_items`` (``ITEM_COLUMN_TYPES``); money is decimal128(24, 12), times timestamp[us, UTC],
+        status the stored string. An unknown column is a LedgerError before anything is read.
+        """
+        return self._columns.read(
+            job,
+            partition,
+            columns,
+            statuses=statuses,
+            batch_key=batch_key,
+            batch_key_prefix=batch_key_prefix,
+            block_rows=block_rows,
         )
 
     # --- reports ---------------------------------------------------------------------------
