@@ -41,7 +41,9 @@ DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
         (UnknownModelError("gpt-x", ["gpt-5.4-mini"]), ConfigurationFailure, False),
         (InvalidInputError("empty partition"), InvalidPartitionInput, False),
         (BudgetExceededError("over budget", budget_usd="1.00"), BudgetExceeded, False),
-        (ProviderError("vendor said no", status_code=400), ProviderFailure, True),
+        (ProviderError("vendor said no", status_code=400), ProviderFailure, False),  # refused again on retry
+        (ProviderError("vendor overloaded", status_code=503), ProviderFailure, True),
+        (ProviderError("no answer"), ProviderFailure, True),
         (MalformedResponseError("bad shape"), ProviderFailure, True),
         (QueueFullError("queue full"), ProviderFailure, True),
         (LedgerError("batch b1 claimed twice", batch_id="b1"), LedgerFailure, True),
