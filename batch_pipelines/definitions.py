@@ -32,16 +32,19 @@ nightly_submit_job = dg.define_asset_job(
 )
 nightly_schedule = dg.build_schedule_from_partitioned_job(nightly_submit_job, hour_of_day=1, minute_of_hour=0)
 
-# The day's spend from the ledger, downstream of the daily workloads' results. (The embedding
-# backfill is partitioned by shard, not by day: its spend is in the invoice, not in the lineage.)
-daily_invoice = daily_invoice_asset(
-    start_date="2026-01-01",
-    deps=[w.workload.results_key for w in (nightly_reports.defs, classification.defs, evals.defs)],
-)
-
-
 # The call-site router's flush and completion sensors and its hourly deferred_calls asset.
 ROUTER = deferred_router(start_date="2026-01-01-00:00", budget_usd_per_hour="5.00")
+
+# The day's spend from the ledger, downstream of the daily workloads' results and of the router's
+# hourly deferred_calls (a day depends on its 24 hours). The embedding backfill is partitioned by
+# shard, not by day: its spend is in the invoice, not in the lineage.
+daily_invoice = daily_invoice_asset(
+    start_date="2026-01-01",
+    deps=[
+        *(w.workload.results_key for w in (nightly_reports.defs, classification.defs, evals.defs)),
+        ROUTER.asset.key,
+    ],
+)
 
 
 def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Definitions:

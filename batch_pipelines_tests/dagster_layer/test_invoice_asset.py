@@ -39,9 +39,10 @@ def test_daily_invoice_materializes_the_day_spend_as_plottable_floats_markdown_a
 
 
 def test_daily_invoice_is_daily_and_downstream_of_the_daily_results():
-    """The asset has daily partitions and depends on the three daily workloads' results assets."""
+    """The asset has daily partitions and depends on the daily workloads' results and the router's deferred_calls."""
     spec = daily_invoice.specs_by_key[DAILY_INVOICE_KEY]
     assert isinstance(daily_invoice.partitions_def, dg.DailyPartitionsDefinition)
     upstream = {dep.asset_key for dep in spec.deps}
     assert classification.defs.workload.results_key in upstream
-    assert len(upstream) == 3
+    assert dg.AssetKey("deferred_calls") in upstream
+    assert len(upstream) == 4
