@@ -18,7 +18,8 @@ from batch_pipelines.workloads import classification, embedding_backfill, evals,
 
 WORKLOADS = (nightly_reports.defs, classification.defs, embedding_backfill.defs, evals.defs)
 
-# The daily workloads' inputs and submit assets, every night at 01:00 for the day before.
+# The daily workloads' inputs and submit assets, every night at 01:00 for the day before (the job's
+# daily partitions are inferred from the selected assets; the schedule requests one per night).
 nightly_submit_job = dg.define_asset_job(
     "nightly_submit",
     selection=dg.AssetSelection.assets(
@@ -30,7 +31,11 @@ nightly_submit_job = dg.define_asset_job(
         evals.workload.submit_key,
     ),
 )
-nightly_schedule = dg.build_schedule_from_partitioned_job(nightly_submit_job, hour_of_day=1, minute_of_hour=0)
+# Off by default, unlike the sensors: the sensors only collect what was already bought, the
+# schedule spends money every night, so starting it is a choice (README: "Turn on the schedule").
+nightly_schedule = dg.build_schedule_from_partitioned_job(
+    nightly_submit_job, hour_of_day=1, minute_of_hour=0, default_status=dg.DefaultScheduleStatus.STOPPED
+)
 
 # The call-site router's flush and completion sensors and its hourly deferred_calls asset.
 ROUTER = deferred_router(start_date="2026-01-01-00:00", budget_usd_per_hour="5.00")
@@ -62,6 +67,10 @@ def build_definitions(resource: BatchGatewayResource | None = None) -> dg.Defini
         asset_checks=[*(check for w in WORKLOADS for check in w.checks), *ROUTER.checks],
         sensors=[*(sensor for w in WORKLOADS for sensor in w.sensors), *ROUTER.sensors],
         jobs=[nightly_submit_job],
+        # This location is the local one (`make dev`, on the emulator): one process per run, not
+        # one per step (a step subprocess took 15-35 s here). Your own Definitions keep the
+        # executor you choose; Dagster's default is the multiprocess executor.
+        executor=dg.in_process_executor,
         schedules=[nightly_schedule],
         resources={"batch_gateway": resource or BatchGatewayResource(emulator_url=dg.EnvVar(EMULATOR_URL_ENV))},
     )

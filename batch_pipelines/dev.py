@@ -1,7 +1,7 @@
 """``batch-pipelines dev`` (``make dev``): the emulator and the Dagster UI side by side, on loopback.
 
 Both children run in process groups of their own, so stopping is one controlled path: Ctrl-C,
-SIGTERM or SIGHUP to ``batch-pipelines dev`` sends SIGTERM to each whole group (``dagster dev``'s
+SIGTERM or SIGHUP to ``batch-pipelines dev`` sends SIGTERM to each whole group (``dg dev``'s
 webserver, daemon and code servers included), waits, then SIGKILLs what is left.
 """
 
@@ -12,10 +12,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -35,8 +36,30 @@ _EXEC_WITH_DEFAULT_SIGINT = (
 
 
 def dagster_dev_command(workspace: Path, *, port: int, host: str = "127.0.0.1") -> list[str]:
-    """``dagster dev`` (webserver + daemon) for ``workspace``, from this environment's bin dir."""
-    return [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    """``dg dev`` (webserver + daemon) for ``workspace``, from this environment's bin dir.
+
+    ``dg dev`` supersedes ``dagster dev`` in Dagster 1.13 (which prints a SupersessionWarning);
+    given ``-w`` it starts the same webserver and daemon.
+    """
+    return [str(Path(sys.executable).parent / "dg"), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+
+
+# The daemon logs two INFO lines per sensor per tick; with four workloads' sensors every few
+# seconds they were about 75% of the `make dev` log. Runs launched, failures and warnings stay.
+_SENSOR_CHATTER = ("Checking for new runs for sensor: ", "No run requests returned for ")
+
+
+def is_sensor_chatter(line: str) -> bool:
+    """Whether ``line`` is the daemon's routine "checking"/"skipping" line for a sensor tick."""
+    return any(marker in line for marker in _SENSOR_CHATTER)
+
+
+def copy_without_sensor_chatter(source: IO[bytes], sink: IO[bytes]) -> None:
+    """Copy ``source`` to ``sink`` line by line, dropping sensor chatter, until ``source`` ends."""
+    for raw in iter(source.readline, b""):
+        if not is_sensor_chatter(raw.decode(errors="replace")):
+            sink.write(raw)
+            sink.flush()
 
 
 def start_process_group(
@@ -153,8 +176,16 @@ def run_dev(project_dir: Path, *, ui_port: int = 3000, emulator_port: int = 8765
         # cwd=home: Dagster warns about a dagster.yaml in the working folder that is not
         # DAGSTER_HOME's. The gateway's files live in home/batch_pipelines_data, a name that
         # cannot shadow the package when the code location puts its cwd on sys.path.
-        ui = start_process_group(dagster_dev_command(project_dir / "workspace.yaml", port=ui_port), env=env, cwd=home)
+        ui = start_process_group(
+            dagster_dev_command(project_dir / "workspace.yaml", port=ui_port),
+            env=env,
+            cwd=home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         children.append(ui)
+        assert ui.stdout is not None
+        threading.Thread(target=copy_without_sensor_chatter, args=(ui.stdout, sys.stdout.buffer), daemon=True).start()
         while True:
             if ui.poll() is not None:
                 return ui.returncode

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import math
 import random
 import time
@@ -32,6 +33,8 @@ import httpx
 
 from batch_pipelines.core.errors import ProviderError
 from batch_pipelines.providers.http import vendor_error
+
+log = logging.getLogger(__name__)
 
 RETRYABLE_4XX = frozenset({408, 409, 429})
 # Not a standard header; OpenAI and Anthropic send it, and their SDKs obey it before the status.
@@ -184,6 +187,11 @@ def _finish(response: httpx.Response, attempts: int, hint: float | None, raise_f
     raise _status_error(response, attempts, hint)
 
 
+def _log_retry(request: httpx.Request, reason: str, attempt: int, delay: float) -> None:
+    # Method and path only: the query string and headers may carry a key (Gemini's ?key=).
+    log.info("%s %s: %s on attempt %d, retrying in %.1f s", request.method, request.url.path, reason, attempt, delay)
+
+
 def send_with_retry(
     client: httpx.Client,
     build_request: Callable[[], httpx.Request],
@@ -215,6 +223,7 @@ def send_with_retry(
             delay = policy.next_delay(attempt=attempt, elapsed=clock() - started, hint=None, rand=rand())
             if delay is None:
                 raise _transport_error(request, exc, attempt) from exc
+            _log_retry(request, f"{type(exc).__name__}", attempt, delay)
             sleep(delay)
             continue
         if on_response is not None:
@@ -230,6 +239,7 @@ def send_with_retry(
                 response.read()
             return _finish(response, attempt, hint, raise_for_status)
         response.close()
+        _log_retry(request, f"HTTP {response.status_code}", attempt, delay)
         sleep(delay)
 
 
@@ -257,6 +267,7 @@ async def asend_with_retry(
             delay = policy.next_delay(attempt=attempt, elapsed=clock() - started, hint=None, rand=rand())
             if delay is None:
                 raise _transport_error(request, exc, attempt) from exc
+            _log_retry(request, f"{type(exc).__name__}", attempt, delay)
             await sleep(delay)
             continue
         if on_response is not None:
@@ -272,4 +283,5 @@ async def asend_with_retry(
                 await response.aread()
             return _finish(response, attempt, hint, raise_for_status)
         await response.aclose()
+        _log_retry(request, f"HTTP {response.status_code}", attempt, delay)
         await sleep(delay)

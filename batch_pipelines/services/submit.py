@@ -201,6 +201,14 @@ class _ShardSubmitter:
                 hook("upload_recorded")
             info = self._create(intent, shard, file_id=file_id, since=since)
             hook("created")
+            log.info(
+                "%s/%s: created %s batch %s with %d request(s)",
+                self.job,
+                self.partition,
+                self.provider,
+                info.vendor_batch_id,
+                shard.request_count,
+            )
         if intent.vendor_batch_id != info.vendor_batch_id:
             ledger.mark_intent_submitted(key, info.vendor_batch_id)
             hook("submitted")

@@ -16,7 +16,8 @@ from batch_pipelines.dagster_layer.workload import BatchWorkload, InvalidOutput
 from batch_pipelines.workloads import synthetic
 from batch_pipelines.workloads.common import SyntheticInputConfig, chat_text
 
-daily = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
+# The latest partition is yesterday, the last complete day: the one the nightly schedule submits.
+daily = dg.DailyPartitionsDefinition(start_date="2026-01-01")
 LABELS = synthetic.LABELS
 GUIDE = "\n".join(
     f"- {label}: "

@@ -19,7 +19,8 @@ from batch_pipelines.dagster_layer.workload import BatchWorkload, InvalidOutput
 from batch_pipelines.workloads import synthetic
 from batch_pipelines.workloads.common import SyntheticInputConfig, chat_text
 
-daily = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
+# The latest partition is yesterday, the last complete day: the one the nightly schedule submits.
+daily = dg.DailyPartitionsDefinition(start_date="2026-01-01")
 SYSTEM = (
     "You write the nightly engineering report for one team. Summarize the day's activity "
     "records into a short markdown report: a title, then the key points as bullets."

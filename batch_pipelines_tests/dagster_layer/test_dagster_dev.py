@@ -1,4 +1,4 @@
-"""`dagster dev` end to end: the real daemon runs the completion sensor and the runs; GraphQL reads the proof.
+"""`dg dev` end to end: the real daemon runs the completion sensor and the runs; GraphQL reads the proof.
 
 Everything else in the suite drives Dagster in-process. This test is the one place where the
 webserver, the daemon and the code server are separate processes talking to the emulator over
@@ -162,11 +162,10 @@ def _launch_submit_run(dev: DagsterDev, partition: str) -> str:
                 "jobName": "__ASSET_JOB",
                 "assetSelection": [{"path": ["support_tickets"]}, {"path": ["classification_batch"]}],
             },
-            # In-process: a subprocess per step costs ~15 s on a busy 2-core runner. The sensor's
-            # run keeps the default multiprocess executor, so that path is still the real one.
+            # No executor config: the location's own executor (in-process, definitions.py) runs
+            # both this run and the sensor's, as under `make dev`.
             "runConfigData": {
                 "ops": {"support_tickets": {"config": {"rows": ROWS}}},
-                "execution": {"config": {"in_process": {}}},
             },
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
         },
