@@ -6,7 +6,7 @@ blocking at ERROR severity: a partition that breaks them stops its downstream as
 """
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,22 @@ def _partitioned_check(**kwargs: Any) -> Callable[[Callable[..., Any]], dg.Asset
             return dg.asset_check(**kwargs)(fn)
 
     return decorate
+
+
+def _with_reason_in_the_failure(result: dg.AssetCheckResult, check_name: str) -> Iterator[dg.AssetCheckResult]:
+    """Record ``result``; when it failed, fail the step with its reason.
+
+    Dagster's own failure for a blocking check names only the check ("1 blocking asset check
+    failed"); raising after the result is recorded puts the evidence (the value against the
+    limit) in the run failure a person reads first. Downstream steps are skipped either way.
+    """
+    yield result
+    if not result.passed:
+        raise dg.Failure(
+            description=f"{check_name} failed for partition: {result.description}",
+            metadata=dict(result.metadata or {}),
+            allow_retries=False,
+        )
 
 
 def _partition_metadata(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> dict[str, Any] | None:
@@ -54,17 +70,21 @@ def success_rate_check(
         partitions_def=partitions_def,
         description=f"At least {min_success_rate:.1%} of the partition's items succeeded.",
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         metadata = _partition_metadata(context, asset_key)
         if metadata is None or keys.SUCCESS_RATE not in metadata:
-            return dg.AssetCheckResult(passed=False, description=f"no {keys.SUCCESS_RATE} recorded for this partition")
-        rate = float(metadata[keys.SUCCESS_RATE])
-        return dg.AssetCheckResult(
-            passed=rate >= min_success_rate,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={keys.SUCCESS_RATE: rate, "min_success_rate": min_success_rate},
-            description=f"success rate {rate:.2%} vs minimum {min_success_rate:.2%}",
-        )
+            result = dg.AssetCheckResult(
+                passed=False, description=f"no {keys.SUCCESS_RATE} recorded for this partition"
+            )
+        else:
+            rate = float(metadata[keys.SUCCESS_RATE])
+            result = dg.AssetCheckResult(
+                passed=rate >= min_success_rate,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={keys.SUCCESS_RATE: rate, "min_success_rate": min_success_rate},
+                description=f"success rate {rate:.2%} vs minimum {min_success_rate:.2%}",
+            )
+        yield from _with_reason_in_the_failure(result, "success_rate_at_least")
 
     return _check
 
@@ -87,17 +107,19 @@ def cost_budget_check(
         partitions_def=partitions_def,
         description=f"The partition cost at most ${budget} (every attempt counted, duplicates included).",
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         metadata = _partition_metadata(context, asset_key)
         if metadata is None or keys.COST_USD not in metadata:
-            return dg.AssetCheckResult(passed=False, description=f"no {keys.COST_USD} recorded for this partition")
-        # The exact amount travels as a string beside the plotted float; compare exactly.
-        cost = Decimal(str(metadata.get(keys.COST_USD_EXACT, metadata[keys.COST_USD])))
-        return dg.AssetCheckResult(
-            passed=cost <= budget,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={keys.COST_USD: float(cost), "budget_usd": float(budget)},
-            description=f"cost ${cost:.6f} vs budget ${budget}",
-        )
+            result = dg.AssetCheckResult(passed=False, description=f"no {keys.COST_USD} recorded for this partition")
+        else:
+            # The exact amount travels as a string beside the plotted float; compare exactly.
+            cost = Decimal(str(metadata.get(keys.COST_USD_EXACT, metadata[keys.COST_USD])))
+            result = dg.AssetCheckResult(
+                passed=cost <= budget,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={keys.COST_USD: float(cost), "budget_usd": float(budget)},
+                description=f"cost ${cost:.6f} vs budget ${budget}",
+            )
+        yield from _with_reason_in_the_failure(result, "cost_within_budget")
 
     return _check

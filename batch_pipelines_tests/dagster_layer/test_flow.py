@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import dagster as dg
@@ -233,6 +234,12 @@ def test_low_success_rate_blocks_downstream(emu, instance, tmp_path):
     ]
     assert not evaluation.passed
     assert latest_metadata(instance, dg.AssetKey("strict_downstream"), DAY) is None
+    # The run failure itself says why: the value against the limit, not only the check's name.
+    failures = [e.step_failure_data.error.message for r in runs for e in r.get_step_failure_events()]
+    assert any(
+        re.search(r"success_rate_at_least failed for partition: success rate \d+\.\d\d% vs minimum 99\.00%", m)
+        for m in failures
+    ), failures
 
 
 def test_cost_over_budget_fails_the_cost_check(emu, instance, tmp_path):
@@ -275,6 +282,8 @@ def test_cost_over_budget_fails_the_cost_check(emu, instance, tmp_path):
     (evaluation,) = [e for r in runs for e in r.get_asset_check_evaluations() if e.check_name == "cost_within_budget"]
     assert not evaluation.passed
     assert "vs budget" in evaluation.description
+    failures = [e.step_failure_data.error.message for r in runs for e in r.get_step_failure_events()]
+    assert any("cost_within_budget failed for partition: cost $" in m and "vs budget $" in m for m in failures)
 
 
 def test_results_run_that_dies_mid_retry_is_requested_again(emu, instance, tmp_path, monkeypatch):
