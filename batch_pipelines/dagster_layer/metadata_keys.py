@@ -41,7 +41,8 @@ def outcome_count(kind: str) -> str:
 
 
 def token_key(provider: str, model: str, field: str) -> str:
-    """``openai.gpt-5.4-mini.prompt_tokens`` (fields: prompt_tokens, cached_tokens, completion_tokens, total_tokens)."""
+    """``openai.gpt-5.4-mini.prompt_tokens`` (fields: calls, prompt_tokens, cached_tokens, completion_tokens,
+    total_tokens); the prefix is the model's provider (``openai``, ``anthropic``, ``gemini``)."""
     return f"{provider}.{model}.{field}"
 
 

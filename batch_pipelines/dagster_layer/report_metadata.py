@@ -42,8 +42,10 @@ def results_metadata(report: ReconcileReport, *, provider_of: Callable[[str], st
         keys.PAID_TWICE_USD: _usd(report.paid_twice_usd),
         keys.BATCH_IDS: dg.MetadataValue.json(list(report.batch_ids)),
     }
-    for model, usage in sorted(totals.usage_by_model.items()):
-        provider = provider_of(model)
+    for model, model_totals in sorted(totals.by_model.items()):
+        provider, usage = provider_of(model), model_totals.usage
+        # dagster-openai's `.calls`: one per billed attempt (a retried item is two calls).
+        metadata[keys.token_key(provider, model, "calls")] = model_totals.attempts
         metadata[keys.token_key(provider, model, "prompt_tokens")] = usage.input_tokens
         metadata[keys.token_key(provider, model, "cached_tokens")] = usage.cached_input_tokens
         metadata[keys.token_key(provider, model, "completion_tokens")] = usage.output_tokens

@@ -84,6 +84,7 @@ def test_classification_end_to_end(emu, instance, resource, tmp_path):
     assert meta[keys.SAVINGS_PCT] == pytest.approx(50.0)
     assert meta["openai.gpt-5.4-mini.prompt_tokens"] > 40 * 1000  # the long system prompt, every ticket
     assert meta["openai.gpt-5.4-mini.cached_tokens"] > 0  # ...and the prompt cache hit after the first
+    assert meta["openai.gpt-5.4-mini.calls"] >= 40  # one per billed attempt, dagster-openai's key
 
     table = pd.read_parquet(meta[keys.RESULTS_PATH])
     assert len(table) == 40 and table["custom_id"].is_unique
@@ -140,6 +141,8 @@ def test_evals_add_aggregate_metrics(emu, instance, resource):
     assert 1.0 <= meta["eval_mean_score"] <= 5.0
     assert 0.0 <= meta["eval_pass_rate"] <= 1.0
     assert meta[keys.token_key("gemini", "gemini-3-flash", "prompt_tokens")] > 0
+    assert meta[keys.token_key("gemini", "gemini-3-flash", "calls")] > 0
+    assert not any(k.startswith("openai.gemini") for k in meta)  # prefixed by the model's provider
     assert meta[keys.COST_USD] > 0
 
 
