@@ -22,7 +22,7 @@ from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.dagster_layer import metadata_keys as keys
 from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
 from batch_pipelines.dagster_layer.errors import failure_for
-from batch_pipelines.dagster_layer.report_metadata import results_metadata
+from batch_pipelines.dagster_layer.report_metadata import results_metadata, table_metadata
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.dagster_layer.workload import BatchWorkload
 
@@ -83,14 +83,22 @@ def sensor_interval_from_env() -> int:
     return value
 
 
+def _described(workload: BatchWorkload, what_it_does: str) -> str:
+    """The workload's own description first (it says what the data is for), then what the asset does."""
+    return f"{workload.description}\n\n{what_it_does}" if workload.description else what_it_does
+
+
 def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
     @dg.asset(
         key=workload.submit_key,
         ins={"rows": dg.AssetIn(workload.upstream_key)},
         partitions_def=workload.partitions_def,
         group_name=workload.group_name,
-        kinds={"batch"},
-        description=f"Submits {workload.name} to the batch lane ({workload.model}).",
+        kinds={workload.provider_kind, "batch"},
+        description=_described(workload, f"Submits {workload.name} to the batch lane ({workload.model})."),
+        owners=list(workload.owners),
+        tags=dict(workload.tags),
+        code_version=workload.resolved_code_version,
         retry_policy=workload.submit_retry_policy,
     )
     def _submit(
@@ -130,9 +138,12 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
         deps=[workload.submit_key],
         partitions_def=workload.partitions_def,
         group_name=workload.group_name,
-        kinds={"parquet"},
+        kinds={workload.provider_kind, "parquet"},
         output_required=False,
-        description=f"Results of {workload.name}: one row per input item, with cost and savings.",
+        description=_described(workload, f"Results of {workload.name}: one row per input item, with cost and savings."),
+        owners=list(workload.owners),
+        tags=dict(workload.tags),
+        code_version=workload.resolved_code_version,
     )
     def _results(
         context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, rows: pd.DataFrame
@@ -173,6 +184,8 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
             )
             return
         metadata = results_metadata(report, provider_of=lambda model: gateway.registry.provider_for(model).protocol)
+        if report.results_path is not None:
+            metadata.update(table_metadata(report.results_path))
         if workload.summarize is not None and report.results_path is not None:
             metadata.update(workload.summarize(pd.read_parquet(report.results_path)))
         yield dg.MaterializeResult(metadata=metadata)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.dagster_layer import metadata_keys as keys
@@ -54,6 +56,19 @@ def results_metadata(report: ReconcileReport, *, provider_of: Callable[[str], st
         metadata[keys.RESULTS_PATH] = dg.MetadataValue.path(str(report.results_path))
     metadata[keys.SUMMARY] = dg.MetadataValue.md(_summary(total, counts, cost, sync, savings, savings_pct))
     return metadata
+
+
+def table_metadata(results_path: Path | str) -> dict[str, Any]:
+    """Dagster's standard ``dagster/row_count`` and ``dagster/column_schema`` of the results table.
+
+    Read from the Parquet footer only: no row is loaded, however large the partition.
+    """
+    parquet = pq.ParquetFile(results_path)
+    columns = [dg.TableColumn(name=f.name, type=str(f.type)) for f in parquet.schema_arrow]
+    return {
+        keys.ROW_COUNT: parquet.metadata.num_rows,
+        keys.COLUMN_SCHEMA: dg.MetadataValue.table_schema(dg.TableSchema(columns=columns)),
+    }
 
 
 def _summary(total: int, counts: dict[str, int], cost: Decimal, sync: Decimal, savings: Decimal, pct: Decimal) -> str:

@@ -8,7 +8,9 @@ deadline. ``batch_workload(...)`` turns it into Dagster definitions.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,7 +59,12 @@ class BatchWorkload:
     # Config, input and budget failures are never retried. None: no retries.
     submit_retry_policy: dg.RetryPolicy | None = field(default_factory=lambda: DEFAULT_SUBMIT_RETRY_POLICY)
     group_name: str | None = None
-    description: str | None = None
+    description: str | None = None  # shown on both assets in the UI, above what they do
+    owners: Sequence[str] = ()  # Dagster asset owners: "team:ml" or an email
+    tags: Mapping[str, str] = field(default_factory=dict)  # Dagster asset tags
+    # None: derived from the model, the endpoint and the code of build_request/parse_response,
+    # so the results go stale in the UI when the prompt or the model changes.
+    code_version: str | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -70,6 +77,28 @@ class BatchWorkload:
             raise dg.DagsterInvalidDefinitionError(f"workload {self.name!r}: budget_usd must not be negative")
         if self.deadline <= timedelta(0):
             raise dg.DagsterInvalidDefinitionError(f"workload {self.name!r}: deadline must be positive")
+
+    @property
+    def provider_kind(self) -> str:
+        """The vendor whose model this is, as a Dagster kind: ``openai``, ``anthropic`` or ``gemini``.
+
+        A label from the model's family (where the model is served is the resource's choice).
+        """
+        if self.model.startswith("claude-"):
+            return "anthropic"
+        if self.model.startswith("gemini-"):
+            return "gemini"
+        return "openai"
+
+    @property
+    def resolved_code_version(self) -> str:
+        """``code_version``, or a digest of the model, the endpoint and the request/response code."""
+        if self.code_version is not None:
+            return self.code_version
+        digest = hashlib.sha256(f"{self.model}\0{self.endpoint.value}".encode())
+        for fn in (self.build_request, self.parse_response):
+            digest.update(b"\0" + _code_fingerprint(fn))
+        return digest.hexdigest()[:12]
 
     @property
     def upstream_key(self) -> dg.AssetKey:
@@ -250,3 +279,14 @@ def custom_id_for(value: Any) -> str:
     safe = _UNSAFE_ID_CHARS.sub("_", text)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"{safe[:47]}-{digest}" if safe else f"id-{digest}"
+
+
+def _code_fingerprint(fn: Callable[..., Any]) -> bytes:
+    """The function's source (its prompt text included), or its bytecode and constants without one."""
+    try:
+        return inspect.getsource(fn).encode()
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        if not isinstance(code, types.CodeType):  # a callable object: its class stands for it
+            return repr(type(fn)).encode()
+        return code.co_code + repr(code.co_consts).encode()

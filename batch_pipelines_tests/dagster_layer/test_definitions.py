@@ -8,6 +8,7 @@ import pytest
 
 from batch_pipelines.core.errors import InvalidInputError
 from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
+from batch_pipelines.dagster_layer.factory import batch_workload
 from batch_pipelines.dagster_layer.workload import BatchWorkload, custom_id_for
 from batch_pipelines.definitions import defs
 from batch_pipelines.workloads import classification
@@ -169,3 +170,65 @@ def test_a_request_stream_validates_at_once_and_builds_the_requests_on_every_pas
     assert [r.body for r in second] == [r.body for r in first]
     assert first[24].body["model"] == workload.model
     assert [r.body for r in workload.requests_from_frame(frame, partition="p")] == [r.body for r in first]
+
+
+def _repo_of(wdefs) -> dg.RepositoryDefinition:
+    # The assets only, to read their definitions; nothing runs, so the resource is a placeholder.
+    resources = {"batch_gateway": dg.ResourceDefinition.none_resource()}
+    rows = dg.AssetSpec("rows", partitions_def=DAILY)
+    return dg.Definitions(assets=[rows, *wdefs.assets], resources=resources).get_repository_def()
+
+
+def _asset_node(repo: dg.RepositoryDefinition, name: str):
+    return repo.asset_graph.get(dg.AssetKey(name))
+
+
+def test_workload_assets_carry_provider_kind_owners_tags_and_description():
+    """Kinds come from the model's vendor; owners, tags and the workload's description reach both assets."""
+    workload = BatchWorkload(
+        name="tagged",
+        upstream="rows",
+        partitions_def=DAILY,
+        model="claude-sonnet-4.6",
+        build_request=lambda row: {"messages": [{"role": "user", "content": row["text"]}]},
+        parse_response=lambda response: {},
+        description="Tickets labelled for the support dashboard.",
+        owners=("team:support",),
+        tags={"domain": "support"},
+    )
+    wdefs = batch_workload(workload)
+    repo = _repo_of(wdefs)
+    for key, kind in ((workload.submit_key, "batch"), (workload.results_key, "parquet")):
+        node = _asset_node(repo, key.to_user_string())
+        assert node.kinds == {"anthropic", kind}
+        assert node.owners == ["team:support"]
+        assert node.tags.get("domain") == "support"
+        assert node.description.startswith("Tickets labelled for the support dashboard.")
+
+
+def test_code_version_changes_with_the_prompt_and_the_model():
+    """The derived code_version moves when the prompt code or the model changes, and not otherwise."""
+
+    def prompt_a(row):
+        return {"messages": [{"role": "user", "content": f"Label: {row['text']}"}]}
+
+    def prompt_b(row):
+        return {"messages": [{"role": "user", "content": f"Classify strictly: {row['text']}"}]}
+
+    def make(build_request, model="gpt-5.4-mini"):
+        return BatchWorkload(
+            name="versioned",
+            upstream="rows",
+            partitions_def=DAILY,
+            model=model,
+            build_request=build_request,
+            parse_response=lambda response: {},
+        )
+
+    assert make(prompt_a).resolved_code_version == make(prompt_a).resolved_code_version
+    assert make(prompt_a).resolved_code_version != make(prompt_b).resolved_code_version
+    assert make(prompt_a).resolved_code_version != make(prompt_a, "gpt-5.4").resolved_code_version
+    wdefs = batch_workload(make(prompt_a))
+    repo = _repo_of(wdefs)
+    assert _asset_node(repo, "versioned_results").code_version == make(prompt_a).resolved_code_version
+    assert make(prompt_a, "gemini-3-flash").provider_kind == "gemini"

@@ -88,6 +88,8 @@ def test_classification_end_to_end(emu, instance, resource, tmp_path):
 
     table = pd.read_parquet(meta[keys.RESULTS_PATH])
     assert len(table) == 40 and table["custom_id"].is_unique
+    assert meta[keys.ROW_COUNT] == 40
+    assert [c.name for c in meta[keys.COLUMN_SCHEMA].columns] == list(table.columns)
     done = table[table["status"] == "succeeded"]
     assert set(done["label"]) <= set(synthetic.LABELS)
     assert Decimal(meta[keys.COST_USD_EXACT]) == sum(table["cost_usd"].map(Decimal))
