@@ -22,7 +22,7 @@ from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.dagster_layer import metadata_keys as keys
 from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate_check
 from batch_pipelines.dagster_layer.errors import failure_for
-from batch_pipelines.dagster_layer.report_metadata import results_metadata, table_metadata
+from batch_pipelines.dagster_layer.report_metadata import failure_reasons, results_metadata, table_metadata
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
 from batch_pipelines.dagster_layer.workload import BatchWorkload
 
@@ -183,7 +183,10 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
                 f"{report.resubmitted} item(s) resubmitted in {list(report.new_batch_ids)}; not materializing yet"
             )
             return
-        metadata = results_metadata(report, provider_of=lambda model: gateway.registry.provider_for(model).protocol)
+        reasons = failure_reasons(report.results_path) if report.results_path is not None else []
+        metadata = results_metadata(
+            report, provider_of=lambda model: gateway.registry.provider_for(model).protocol, failure_reasons=reasons
+        )
         if report.results_path is not None:
             metadata.update(table_metadata(report.results_path))
         if workload.summarize is not None and report.results_path is not None:

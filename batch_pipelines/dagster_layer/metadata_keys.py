@@ -33,6 +33,7 @@ PROMOTED_ITEMS = "promoted_items"
 PROMOTION_EXTRA_COST_USD = "promotion_extra_cost_usd"
 PAID_TWICE_USD = "paid_twice_usd"
 RETRIED_ITEMS = "retried_items"
+FAILURES_BY_REASON = "failures_by_reason"  # a table: status, reason, items
 ROW_COUNT = "dagster/row_count"  # Dagster's standard keys: the UI shows them on the asset's page
 COLUMN_SCHEMA = "dagster/column_schema"
 

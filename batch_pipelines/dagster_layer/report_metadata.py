@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch_pipelines.core.outcomes import OutcomeKind
 from batch_pipelines.dagster_layer import metadata_keys as keys
 from batch_pipelines.services.reconcile import ReconcileReport
+
+TOP_REASONS = 5  # in the summary; the table metadata has them all
 
 
 def _usd(value: Decimal) -> float:
@@ -20,8 +24,14 @@ def _usd(value: Decimal) -> float:
     return float(value)
 
 
-def results_metadata(report: ReconcileReport, *, provider_of: Callable[[str], str]) -> dict[str, Any]:
-    """Everything the UI shows for a finished partition, and what the checks read."""
+def results_metadata(
+    report: ReconcileReport, *, provider_of: Callable[[str], str], failure_reasons: Sequence[FailureReason] = ()
+) -> dict[str, Any]:
+    """Everything the UI shows for a finished partition, and what the checks read.
+
+    ``failure_reasons`` (from :func:`failure_reasons`) adds the table of failures by reason and
+    the top reasons in the summary.
+    """
     totals = report.totals
     counts = {kind.value: totals.count(kind) for kind in OutcomeKind}
     total = int(totals.item_count)
@@ -54,8 +64,51 @@ def results_metadata(report: ReconcileReport, *, provider_of: Callable[[str], st
         metadata[keys.token_key(provider, model, "total_tokens")] = usage.total_tokens
     if report.results_path is not None:
         metadata[keys.RESULTS_PATH] = dg.MetadataValue.path(str(report.results_path))
-    metadata[keys.SUMMARY] = dg.MetadataValue.md(_summary(total, counts, cost, sync, savings, savings_pct))
+    if failure_reasons:
+        metadata[keys.FAILURES_BY_REASON] = dg.MetadataValue.table(
+            records=[
+                dg.TableRecord({"status": r.status, "reason": r.reason, "items": r.items}) for r in failure_reasons
+            ],
+            schema=dg.TableSchema(
+                columns=[
+                    dg.TableColumn("status", "string"),
+                    dg.TableColumn("reason", "string"),
+                    dg.TableColumn("items", "int"),
+                ]
+            ),
+        )
+    summary = _summary(total, counts, cost, sync, savings, savings_pct, failure_reasons[:TOP_REASONS])
+    metadata[keys.SUMMARY] = dg.MetadataValue.md(summary)
     return metadata
+
+
+@dataclass(frozen=True)
+class FailureReason:
+    """How many items of a partition ended with one status for one reason."""
+
+    status: str
+    reason: str
+    items: int
+
+
+def failure_reasons(results_path: Path | str) -> list[FailureReason]:
+    """Items that did not succeed, grouped by status and reason, most frequent first.
+
+    Reads two columns of the Parquet table, so a large partition costs little.
+    """
+    table = pq.read_table(results_path, columns=["status", "reason"])
+    failed = table.filter(pc.not_equal(table["status"], OutcomeKind.SUCCEEDED.value))
+    if failed.num_rows == 0:
+        return []
+    failed = failed.set_column(1, "reason", pc.fill_null(failed["reason"], "(no reason given)"))
+    grouped = failed.group_by(["status", "reason"]).aggregate([("status", "count")]).to_pylist()
+    reasons = [FailureReason(g["status"], _short(g["reason"]), int(g["status_count"])) for g in grouped]
+    return sorted(reasons, key=lambda r: (-r.items, r.status, r.reason))
+
+
+def _short(reason: str, limit: int = 160) -> str:
+    one_line = " ".join(reason.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
 
 
 def table_metadata(results_path: Path | str) -> dict[str, Any]:
@@ -71,10 +124,26 @@ def table_metadata(results_path: Path | str) -> dict[str, Any]:
     }
 
 
-def _summary(total: int, counts: dict[str, int], cost: Decimal, sync: Decimal, savings: Decimal, pct: Decimal) -> str:
-    rows = "\n".join(f"| {kind} | {n} |" for kind, n in counts.items() if n)
-    return (
-        f"**{total} items**: {counts['succeeded']} succeeded.\n\n"
-        f"| outcome | items |\n|---|---|\n{rows}\n\n"
-        f"Batch cost **${cost:.4f}** vs **${sync:.4f}** on the sync lane: saved **${savings:.4f}** ({pct:.1f}%)."
-    )
+def _summary(
+    total: int,
+    counts: dict[str, int],
+    cost: Decimal,
+    sync: Decimal,
+    savings: Decimal,
+    pct: Decimal,
+    top_reasons: Sequence[FailureReason],
+) -> str:
+    # Headline first: what a person wants in one glance; then the breakdown, then why items failed.
+    rate = counts["succeeded"] / total * 100 if total else 0.0
+    lines = [
+        f"**{total} items · {rate:.2f}% succeeded · cost ${cost:.4f} · saved ${savings:.4f} ({pct:.1f}%)**",
+        "",
+        "| outcome | items |",
+        "|---|---|",
+        *(f"| {kind} | {n} |" for kind, n in counts.items() if n),
+    ]
+    if top_reasons:
+        lines += ["", "Top failure reasons:", "", "| status | reason | items |", "|---|---|---|"]
+        lines += [f"| {r.status} | {r.reason.replace('|', '/')} | {r.items} |" for r in top_reasons]
+    lines += ["", f"Batch cost ${cost:.4f} vs ${sync:.4f} on the sync lane."]
+    return "\n".join(lines)

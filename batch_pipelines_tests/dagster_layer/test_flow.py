@@ -239,6 +239,15 @@ def test_low_success_rate_blocks_downstream(emu, instance, tmp_path):
     ]
     assert not evaluation.passed
     assert latest_metadata(instance, dg.AssetKey("strict_downstream"), DAY) is None
+    # Why items failed, without opening the Parquet file: a table by reason, the top ones in the summary.
+    meta = latest_metadata(instance, workload.results_key, DAY)
+    failed = meta[keys.ITEMS_TOTAL] - meta[keys.outcome_count("succeeded")]
+    by_reason = [r.data for r in meta[keys.FAILURES_BY_REASON].records]
+    assert failed > 0 and sum(r["items"] for r in by_reason) == failed
+    assert [r["items"] for r in by_reason] == sorted((r["items"] for r in by_reason), reverse=True)
+    summary = meta[keys.SUMMARY]
+    assert summary.startswith(f"**{meta[keys.ITEMS_TOTAL]} items · ") and "% succeeded · cost $" in summary
+    assert "Top failure reasons:" in summary and f"| {by_reason[0]['status']} | " in summary
     # The run failure itself says why: the value against the limit, not only the check's name.
     failures = [e.step_failure_data.error.message for r in runs for e in r.get_step_failure_events()]
     assert any(
