@@ -73,14 +73,15 @@ class DeadlineWatch:
             for row in open_rows:
                 if row.status is not BatchStatus.CANCELLING:
                     try:
-                        info = self.router.client(row.provider).batch.cancel(row.vendor_batch_id)
+                        cancelled = self._cancel(row.provider, row.vendor_batch_id)
                     except ProviderError as exc:
                         # The cancel only saves money; the deadline is the required work. A server
                         # that cannot cancel (no route, 5xx) leaves the sync lane, right now.
                         log.warning("could not cancel %s (%s); promoting its items now", row.vendor_batch_id, exc)
                         cancel_failed = True
                         continue
-                    self.ledger.update_batches([info])
+                    if not cancelled:
+                        continue
                     cancel_requested.append(row.vendor_batch_id)
             no_time_to_wait = (
                 cancel_failed or now + self.policy.sync_duration(remaining) + self.policy.safety_margin >= earliest
@@ -91,6 +92,27 @@ class DeadlineWatch:
                 )
             )
         return actions
+
+    def _cancel(self, provider: str, vendor_batch_id: str) -> bool:
+        """Ask the vendor to cancel; False when the batch ended since the last poll (a 4xx refusal).
+
+        The ledger's status is only as fresh as the last poll: a batch that completed in between
+        cannot be cancelled (OpenAI answers 400), and its answers are good, so record what the
+        vendor says now and let the collection pick it up.
+        """
+        lane = self.router.client(provider).batch
+        try:
+            info = lane.cancel(vendor_batch_id)
+        except ProviderError as exc:
+            if exc.status_code not in (400, 409):
+                raise
+            info = lane.get(vendor_batch_id)
+            if not info.status.is_terminal:
+                raise
+            self.ledger.update_batches([info])
+            return False
+        self.ledger.update_batches([info])
+        return True
 
     def promote(self, work: PartitionWork) -> int:
         """Run every item still waiting on an unfinished batch on the sync lane now; returns how many."""

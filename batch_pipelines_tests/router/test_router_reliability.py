@@ -180,3 +180,15 @@ def test_a_crash_before_a_sync_flush_runs_is_taken_over_and_runs_once(emu, vtime
         assert totals.attempts == 1  # run once
     finally:
         heir.close()
+
+
+def test_watchdog_finds_a_batch_that_ended_since_the_last_poll_and_does_not_cancel_it(emu, vtime, router):
+    """A batch completed between polls: the cancel the vendor refuses (400) is not an error; its answers are kept."""
+    handles = [router.call(chat(300 + i), deadline=timedelta(hours=2)) for i in range(5)]
+    assert router.flush(everything=True).by_lane() == {Lane.BATCH: 5, Lane.SYNC: 0}
+    vtime.advance(2 * 3600 - 120)  # the batch ended long ago, but nothing polled since it was created
+    report = router.watch()
+    assert report.cancelled_batches == [] and report.promoted_calls == 0
+    router.collect()
+    done = router.get_many([h.id for h in handles])
+    assert {h.status for h in done} == {"succeeded"} and {h.lane for h in done} == {Lane.BATCH}
