@@ -133,6 +133,10 @@ from batch_pipelines.cli_invoice import invoice_command  # noqa: E402
 
 main.add_command(invoice_command, "invoice")
 
+from batch_pipelines.cli_simulate import simulate_day_command  # noqa: E402
+
+main.add_command(simulate_day_command, "simulate-day")
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("ledger", "emulator", "shard", "parse_results", "sync_lane", "router", "e2e", "audit")
+BENCHMARKS = ("ledger", "emulator", "shard", "parse_results", "sync_lane", "router", "e2e", "audit", "economics")
 
 
 def main(argv: list[str]) -> int:
