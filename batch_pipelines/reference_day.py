@@ -32,7 +32,6 @@ from batch_pipelines.core.usage import Usage
 from batch_pipelines.emulator.testing import RunningEmulator, run_emulator
 from batch_pipelines.ledger import Ledger
 from batch_pipelines.ledger.deferred import DEFERRED_JOB
-from batch_pipelines.ledger.spend_reads import spend_between
 from batch_pipelines.providers.client import build_client
 from batch_pipelines.providers.config import ProviderRegistry
 from batch_pipelines.services.gateway import Gateway
@@ -104,7 +103,7 @@ def simulate_day(
             day = _Day(router, clock, plan, echo)
             day.run()
             records = day.records(emu)
-            groups = spend_between(gateway.ledger.engine, day.start, clock.datetime() + timedelta(seconds=1))
+            groups = gateway.ledger.spend_between(day.start, clock.datetime() + timedelta(seconds=1))
             invoice = invoice_from_groups(day.start.date(), groups, gateway.price_book)
             counters = RunCounters(
                 promotions=day.promotions,
