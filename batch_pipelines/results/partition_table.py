@@ -153,12 +153,19 @@ def write_partition_table(
         pq.write_table(BASE_SCHEMA.empty_table(), tmp)
         os.replace(tmp, dest)
         return dest
-    final_key = {item.custom_id: item.batch_key for item in ledger.iter_items(job, partition)}
+    # Each item's final batch_key as two Arrow columns, read set-wise; each attempt's rows look
+    # theirs up by index (no Python dict or string per item).
+    final = pa.Table.from_batches(
+        ledger.read_item_columns(job, partition, ["custom_id", "batch_key"]),
+        schema=pa.schema([("custom_id", pa.string()), ("batch_key", pa.string())]),
+    )
+    final_ids, final_keys = final.column("custom_id").combine_chunks(), final.column("batch_key").combine_chunks()
     schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
     with pq.ParquetWriter(tmp, schema) as out:
         for path in files:
             table = pq.read_table(path)
-            wanted = pa.array([final_key.get(cid) for cid in table.column("custom_id").to_pylist()], type=pa.string())
+            positions = pc.index_in(table.column("custom_id").cast(pa.string()), value_set=final_ids)
+            wanted = pc.take(final_keys, positions)  # null where the ledger has no such item
             kept = table.filter(pc.equal(table.column("batch_key"), wanted)).sort_by("custom_id")
             out.write_table(_conform(kept, schema))
     os.replace(tmp, dest)

@@ -150,16 +150,16 @@ class Reconciler:
             # Nothing ran: the items go back to pending without spending an attempt.
             self.ledger.release_items(job, partition, batch_key=row.vendor_batch_id)
             return
-        expected = [item.custom_id for item in self.ledger.iter_items(job, partition, batch_key=row.vendor_batch_id)]
+        # Set-wise, in blocks of custom_ids (no ItemRow per item): at 100,000 items the row-by-row
+        # read was about half the results phase.
+        expected = self._custom_ids(job, partition, batch_key=row.vendor_batch_id)
         # Items the watchdog promoted away from this batch keep their open attempt under it: the
         # batch may still have answered them, and that answer was paid for. Expecting them too
         # records it (as superseded, paid twice); ids never in this batch close no attempt.
-        held = set(expected)
-        expected += [
-            item.custom_id
-            for item in self.ledger.iter_items(job, partition, batch_key_prefix=SyncRunKind.PROMOTION.key_prefix)
-            if item.custom_id not in held
-        ]
+        promoted = self._custom_ids(job, partition, batch_key_prefix=SyncRunKind.PROMOTION.key_prefix)
+        if promoted:
+            held = set(expected)
+            expected += [custom_id for custom_id in promoted if custom_id not in held]
         files = client.batch.download_results(info, self.dirs.downloads(work, row.vendor_batch_id))
         model = info.model or row.model
         outcomes = client.batch.iter_outcomes(files, expected, model=model)
@@ -169,3 +169,14 @@ class Reconciler:
         attempt_file = self.dirs.attempt_file(work, row.vendor_batch_id)
         with AttemptTableWriter(attempt_file, work.hooks.vector_column) as writer:
             self.recorder.record(work, row.vendor_batch_id, outcomes, Lane.BATCH, writer, model)
+
+    def _custom_ids(
+        self, job: str, partition: str, *, batch_key: str | None = None, batch_key_prefix: str | None = None
+    ) -> list[str]:
+        """The custom_ids of a partition's items under ``batch_key`` (or its prefix), custom_id order."""
+        custom_ids: list[str] = []
+        for block in self.ledger.read_item_columns(
+            job, partition, ["custom_id"], batch_key=batch_key, batch_key_prefix=batch_key_prefix
+        ):
+            custom_ids.extend(block.column(0).to_pylist())
+        return custom_ids
