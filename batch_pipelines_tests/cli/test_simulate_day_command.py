@@ -1,4 +1,4 @@
-"""batch-pipelines simulate-day: the table, the TARGET lines, the Parquet table and the PNG; bad configs refused first."""
+"""batch-pipelines simulate-day: the table, TARGET lines, per-call Parquet and PNG; bad configs refused first."""
 
 from __future__ import annotations
 
