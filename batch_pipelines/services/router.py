@@ -35,6 +35,7 @@ from batch_pipelines.core.requests import Endpoint, Lane, LLMRequest
 from batch_pipelines.core.usage import Usage
 from batch_pipelines.ledger.deferred import CallLookup, DeferredBuffer, NewCall
 from batch_pipelines.ledger.deferred_schema import CALL_FLUSHED
+from batch_pipelines.providers.sync_lane import SyncLane
 from batch_pipelines.services.deferred_flush import CollectReport, DeferredFlusher, FlushReport, WatchReport
 from batch_pipelines.services.gateway import Gateway
 
@@ -157,7 +158,7 @@ class Router:
         """Interactive: the answer now. Deferrable: a handle, the call durably buffered."""
         checked = self.check(request, endpoint)
         if lane == "interactive":
-            outcome = self._client(checked).sync.call(_sync_request(checked))
+            outcome = self._sync_lane(checked).call(_sync_request(checked))
             return self._result(checked, outcome)
         if lane != "deferrable":
             raise InvalidInputError(f"lane must be 'interactive' or 'deferrable', not {lane!r}")
@@ -175,7 +176,7 @@ class Router:
         """``call`` for asyncio code: the interactive call is awaited, not blocked on."""
         checked = self.check(request, endpoint)
         if lane == "interactive":
-            outcome = await self._client(checked).sync.acall(_sync_request(checked))
+            outcome = await self._sync_lane(checked).acall(_sync_request(checked))
             return self._result(checked, outcome)
         if lane != "deferrable":
             raise InvalidInputError(f"lane must be 'interactive' or 'deferrable', not {lane!r}")
@@ -245,8 +246,9 @@ class Router:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _client(self, checked: CallRequest) -> Any:
-        return self.gateway.client_for_model(checked.model)
+    def _sync_lane(self, checked: CallRequest) -> SyncLane:
+        """The sync lane of the provider serving the call's model (interactive calls never batch)."""
+        return self.gateway.client_for_model(checked.model).sync
 
     def _result(self, checked: CallRequest, outcome: ItemOutcome) -> CallResult:
         cost = Decimal(0)
