@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
+import tokenize
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -285,7 +286,7 @@ def _code_fingerprint(fn: Callable[..., Any]) -> bytes:
     """The function's source (its prompt text included), or its bytecode and constants without one."""
     try:
         return inspect.getsource(fn).encode()
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):  # no file, or code run by exec()
         code = getattr(fn, "__code__", None)
         if not isinstance(code, types.CodeType):  # a callable object: its class stands for it
             return repr(type(fn)).encode()
