@@ -10,6 +10,7 @@ For a workload named ``w`` it builds, all on the workload's partitions:
 
 import hashlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from batch_pipelines.dagster_layer.checks import cost_budget_check, success_rate
 from batch_pipelines.dagster_layer.errors import failure_for
 from batch_pipelines.dagster_layer.report_metadata import failure_reasons, results_metadata, table_metadata
 from batch_pipelines.dagster_layer.resources import BatchGatewayResource
+from batch_pipelines.dagster_layer.results_io import BatchResultsIOManager
 from batch_pipelines.dagster_layer.workload import BatchWorkload
 
 PROMOTE_TAG = "batch_pipelines/promote"
@@ -132,6 +134,14 @@ def _submit_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
 
 
 def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
+    # `io_manager_def` is marked beta in Dagster 1.13 (a BetaWarning at every load); we rely on it
+    # deliberately (no resource key for users to wire) and keep the warning out of their logs.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=dg.BetaWarning)
+        return _define_results_asset(workload)
+
+
+def _define_results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
     @dg.asset(
         key=workload.results_key,
         ins={"rows": dg.AssetIn(workload.upstream_key)},
@@ -140,6 +150,7 @@ def _results_asset(workload: BatchWorkload) -> dg.AssetsDefinition:
         group_name=workload.group_name,
         kinds={workload.provider_kind, "parquet"},
         output_required=False,
+        io_manager_def=BatchResultsIOManager(),  # downstream assets take the results as a DataFrame
         description=_described(workload, f"Results of {workload.name}: one row per input item, with cost and savings."),
         owners=list(workload.owners),
         tags=dict(workload.tags),

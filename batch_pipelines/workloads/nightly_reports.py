@@ -67,13 +67,17 @@ workload = BatchWorkload(
 defs = batch_workload(workload)
 
 
-@dg.asset(partitions_def=daily, deps=[workload.results_key], group_name="nightly_reports", kinds={"markdown"})
+@dg.asset(
+    partitions_def=daily,
+    ins={"results": dg.AssetIn(workload.results_key)},  # the results table, as a DataFrame
+    group_name="nightly_reports",
+    kinds={"markdown"},
+)
 def daily_reports_digest(
-    context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource
+    context: dg.AssetExecutionContext, batch_gateway: BatchGatewayResource, results: pd.DataFrame
 ) -> dg.MaterializeResult[Any]:
     """Every team's report in one markdown digest; runs only after the results pass their checks."""
-    table = pd.read_parquet(batch_gateway.results_path(workload.name, context.partition_key))
-    done = table[table["status"] == "succeeded"].sort_values("custom_id")
+    done = results[results["status"] == "succeeded"].sort_values("custom_id")
     digest = "\n\n".join(f"## {row.custom_id}\n\n{row.report_markdown}" for row in done.itertuples())
     path = batch_gateway.results_path(workload.name, context.partition_key).with_name(
         f"{context.partition_key}-digest.md"
