@@ -14,8 +14,9 @@ from batch_pipelines.emulator import accounting
 from batch_pipelines.emulator.catalogue import ANTHROPIC_MODEL_IDS, native_dimensions
 from batch_pipelines.emulator.embeddings import embed, encode_base64, input_texts
 from batch_pipelines.emulator.errors import ApiError
-from batch_pipelines.emulator.models import answer_for, answer_turns, two_turn_texts
+from batch_pipelines.emulator.models import answer_turns, two_turn_texts
 from batch_pipelines.emulator.profile import Profile
+from batch_pipelines.emulator.structured import answer_for
 
 MAX_EMBEDDING_INPUTS = 2048
 # The vendors' own ceilings on what one request may ask for. Every number the emulator acts on

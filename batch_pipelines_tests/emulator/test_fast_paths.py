@@ -88,7 +88,7 @@ def _reference_choose_label(values: tuple[str, ...], message: str) -> str:
 @example(("n/a", "a"), "N/A")
 def test_label_matching_equals_the_rewrite_and_substring_rule(labels, message):
     """choose_label picks the same label as normalising both sides and testing for a substring."""
-    normalised = tuple(models._normalise(label) for label in labels)
+    normalised = tuple(models.normalise(label) for label in labels)
     assert models.choose_label(labels, normalised, message) == _reference_choose_label(labels, message)
     assert models.choose_label(labels, normalised, message, message.lower()) == _reference_choose_label(labels, message)
 

@@ -12,8 +12,9 @@ from batch_pipelines.core.errors import ConfigError
 from batch_pipelines.emulator import accounting
 from batch_pipelines.emulator.clock import VirtualClock, resume_virtual_time
 from batch_pipelines.emulator.embeddings import embed
-from batch_pipelines.emulator.models import OFF_LIST_WORDS, answer_for
+from batch_pipelines.emulator.models import OFF_LIST_WORDS
 from batch_pipelines.emulator.profile import Profile, bundled_profiles, load_profile
+from batch_pipelines.emulator.structured import answer_for
 
 SYSTEM = "Classify the support ticket.\nAllowed labels: billing, shipping, technical_issue"
 
