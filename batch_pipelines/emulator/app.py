@@ -1,6 +1,8 @@
-"""The emulator's HTTP surface: one Starlette app serving both vendors' routes.
+"""The emulator's HTTP surface: the ``Emulator`` state and one Starlette app serving every vendor's routes.
 
-Every vendor route goes through ``_vendor_route``: credential check, injected route faults,
+The routes live per protocol (``openai_routes``, ``anthropic_routes``, ``gemini_routes``); this
+module holds the state they share and the ``/_emulator`` control routes. Every vendor route goes
+through ``route_helpers.vendor_route``: credential check, injected route faults,
 and translation of any refusal into the vendor's error shape. Work that touches state runs in
 a worker thread under the store lock, so the event loop keeps answering health checks while a
 large batch is processed.
@@ -13,45 +15,41 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batch_pipelines.core.errors import ConfigError
-from batch_pipelines.emulator import catalogue
 from batch_pipelines.emulator.accounting import PromptCache
-from batch_pipelines.emulator.anthropic_batches import MAX_BODY_BYTES as ANTHROPIC_MAX_BODY
-from batch_pipelines.emulator.anthropic_batches import AnthropicBatches, rfc3339
+from batch_pipelines.emulator.anthropic_batches import AnthropicBatches
+from batch_pipelines.emulator.anthropic_routes import anthropic_routes
 from batch_pipelines.emulator.clock import VirtualClock, resume_virtual_time
 from batch_pipelines.emulator.downloads import file_response
 from batch_pipelines.emulator.errors import ApiError, error_response, surface_of
-from batch_pipelines.emulator.faults import FaultState, chance, fingerprint
+from batch_pipelines.emulator.faults import FaultState, chance
 from batch_pipelines.emulator.gemini_batches import GeminiBatches
 from batch_pipelines.emulator.gemini_files import GeminiFiles
 from batch_pipelines.emulator.gemini_routes import gemini_routes
 from batch_pipelines.emulator.openai_batches import OpenAIBatches
-from batch_pipelines.emulator.openai_files import MAX_UPLOAD_BYTES, OpenAIFiles
+from batch_pipelines.emulator.openai_files import OpenAIFiles
+from batch_pipelines.emulator.openai_routes import openai_routes
 from batch_pipelines.emulator.profile import Profile, load_profile
 from batch_pipelines.emulator.responses import Responder, UsageTotals
+from batch_pipelines.emulator.route_helpers import Handler, json_response, parse_json, read_body
 from batch_pipelines.emulator.state import Store
 
 log = logging.getLogger("batch_pipelines.emulator")
 
-MAX_JSON_BODY = 32 * 1024 * 1024
 # One jump of the virtual clock: ten years is far beyond any batch window, and keeps every
 # timestamp the emulator derives from the clock inside what datetime can represent.
 MAX_CLOCK_ADVANCE_SECONDS = 10 * 366 * 86_400
-_MULTIPART_SLACK = 1024 * 1024
-_MODELS_CREATED = 1_767_225_600  # 2026-01-01: a fixed, plausible creation stamp
 
 
 class Emulator:
@@ -191,81 +189,6 @@ class Emulator:
             }
 
 
-# -- helpers ------------------------------------------------------------------------------
-
-
-def _json(value: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(value), status_code=status, media_type="application/json")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            413, f"Request body is {int(declared)} bytes; the limit is {limit} bytes.", code="request_too_large"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"Request body exceeds the {limit}-byte limit.", code="request_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_json(raw: bytes) -> Any:
-    if not raw:
-        raise ApiError(400, "The request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(
-            400, f"Invalid '{name}': expected an integer, got {raw[:20]!r}.", param=name, code="invalid_value"
-        ) from None
-    if not low <= value <= high:
-        raise ApiError(400, f"Invalid '{name}': {value} is outside [{low}, {high}].", param=name, code="invalid_value")
-    return value
-
-
-def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _vendor_route(
-    emulator: Emulator, path: str, handler: Handler, methods: list[str], fault_route: str | None = None
-) -> Route:
-    async def endpoint(request: Request) -> Response:
-        surface = surface_of(request.url.path, request.headers)
-        try:
-            emulator.authorize(request)
-            if fault_route:
-                emulator.route_fault(fault_route)
-            return await handler(request)
-        except ApiError as exc:
-            return error_response(surface, exc)
-        except HTTPException as exc:
-            return error_response(surface, ApiError(exc.status_code, str(exc.detail)))
-        except Exception:  # never a stack trace to the client
-            log.exception("emulator route %s failed", path)
-            return error_response(surface, ApiError(500, "The server had an error while processing your request."))
-
-    return Route(path, endpoint, methods=methods)
-
-
 # -- the app ------------------------------------------------------------------------------
 
 
@@ -273,13 +196,13 @@ def create_app(emulator: Emulator) -> Starlette:
     e = emulator
 
     async def health(request: Request) -> Response:
-        return _json({"status": "ok", "now": e.clock.now(), "time_scale": e.clock.time_scale})
+        return json_response({"status": "ok", "now": e.clock.now(), "time_scale": e.clock.time_scale})
 
     async def clock(request: Request) -> Response:
-        return _json({"now": e.clock.now(), "time_scale": e.clock.time_scale})
+        return json_response({"now": e.clock.now(), "time_scale": e.clock.time_scale})
 
     async def advance(request: Request) -> Response:
-        payload = _parse_json(await _read_body(request, 4096))
+        payload = parse_json(await read_body(request, 4096))
         seconds = payload.get("seconds") if isinstance(payload, dict) else None
         if (
             isinstance(seconds, bool)
@@ -289,21 +212,21 @@ def create_app(emulator: Emulator) -> Starlette:
             or seconds > MAX_CLOCK_ADVANCE_SECONDS
         ):
             raise ApiError(400, f'Send {{"seconds": N}} with 0 <= N <= {MAX_CLOCK_ADVANCE_SECONDS}.', param="seconds")
-        return _json({"now": e.advance(float(seconds))})
+        return json_response({"now": e.advance(float(seconds))})
 
     async def profile(request: Request) -> Response:
         if request.method == "PUT":
-            payload = _parse_json(await _read_body(request, 1024 * 1024))
+            payload = parse_json(await read_body(request, 1024 * 1024))
             if not isinstance(payload, dict):
                 raise ApiError(400, "The profile must be a JSON object.")
             try:
                 e.set_profile(payload)
             except ConfigError as exc:
                 raise ApiError(400, exc.message) from None
-        return _json(e.profile.to_dict())
+        return json_response(e.profile.to_dict())
 
     async def stats(request: Request) -> Response:
-        return _json(await run_in_threadpool(e.stats))
+        return json_response(await run_in_threadpool(e.stats))
 
     def control(handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
@@ -314,194 +237,6 @@ def create_app(emulator: Emulator) -> Starlette:
 
         return wrapped
 
-    # -- sync lane --
-
-    async def chat_completions(request: Request) -> Response:
-        raw = await _read_body(request, MAX_JSON_BODY)
-        body = _parse_json(raw)
-        key = fingerprint(raw)
-        await e.sync_faults(key)
-        now = int(e.clock.now())
-        response, usage = await run_in_threadpool(
-            e.responder.chat_completion,
-            body,
-            profile=e.profile,
-            key=key,
-            completion_id=f"chatcmpl-{key}{e.sync_requests:x}",
-            created=now,
-        )
-        e.sync_requests += 1
-        e.sync_usage.add(usage)
-        return _json(response)
-
-    async def embeddings(request: Request) -> Response:
-        raw = await _read_body(request, MAX_JSON_BODY)
-        body = _parse_json(raw)
-        await e.sync_faults(fingerprint(raw))
-        response, usage = await run_in_threadpool(e.responder.embeddings, body)
-        e.sync_requests += 1
-        e.sync_usage.add(usage)
-        return _json(response)
-
-    async def messages(request: Request) -> Response:
-        raw = await _read_body(request, MAX_JSON_BODY)
-        body = _parse_json(raw)
-        key = fingerprint(raw)
-        await e.sync_faults(key)
-        response, usage = await run_in_threadpool(
-            e.responder.message,
-            body,
-            profile=e.profile,
-            key=key,
-            message_id=f"msg_{key}{e.sync_requests:x}",
-            service_tier="standard",
-        )
-        e.sync_requests += 1
-        e.sync_usage.add(usage)
-        return _json(response)
-
-    async def models(request: Request) -> Response:
-        data: list[dict[str, Any]]
-        if surface_of(request.url.path, request.headers) == "anthropic":
-            data = [
-                {
-                    "type": "model",
-                    "id": m.id,
-                    "display_name": m.display_name,
-                    "created_at": rfc3339(_MODELS_CREATED),
-                    "lifecycle": "active",
-                }
-                for m in catalogue.ANTHROPIC_MODELS
-            ]
-            return _json({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
-        data = [
-            {"id": m.id, "object": "model", "created": _MODELS_CREATED, "owned_by": m.owned_by}
-            for m in catalogue.OPENAI_SURFACE_MODELS
-        ]
-        return _json({"object": "list", "data": data})
-
-    async def model(request: Request) -> Response:
-        model_id = request.path_params["model_id"]
-        for m in catalogue.OPENAI_SURFACE_MODELS:
-            if m.id == model_id:
-                return _json({"id": m.id, "object": "model", "created": _MODELS_CREATED, "owned_by": m.owned_by})
-        raise ApiError(
-            404, f"The model '{model_id[:100]}' does not exist or you do not have access to it.", code="model_not_found"
-        )
-
-    # -- OpenAI files --
-
-    async def upload_file(request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + _MULTIPART_SLACK:
-            raise ApiError(
-                413,
-                f"File is larger than the {MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit.",
-                param="file",
-                code="file_too_large",
-            )
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ApiError(400, "Uploads must be multipart/form-data with 'file' and 'purpose' fields.", param="file")
-        async with request.form(max_files=1, max_fields=16) as form:
-            upload = form.get("file")
-            purpose = form.get("purpose")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(
-                    400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
-                )
-            if not isinstance(purpose, str) or not purpose:
-                raise ApiError(
-                    400, "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
-                )
-            filename = (upload.filename or "upload.jsonl")[:255]
-            record = await run_in_threadpool(e.files.upload, upload.file, filename=filename, purpose=purpose)
-        return _json(record)
-
-    async def list_files(request: Request) -> Response:
-        order = request.query_params.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise ApiError(400, "Invalid 'order': use 'asc' or 'desc'.", param="order", code="invalid_value")
-        limit = _int_param(request, "limit", 10_000, 1, 10_000)
-        result = await run_in_threadpool(
-            e.files.list,
-            purpose=request.query_params.get("purpose"),
-            after=request.query_params.get("after"),
-            limit=limit,
-            order=order,
-        )
-        return _json(result)
-
-    async def get_file(request: Request) -> Response:
-        return _json(e.files.record(request.path_params["file_id"]))
-
-    async def delete_file(request: Request) -> Response:
-        return _json(await run_in_threadpool(e.files.delete, request.path_params["file_id"]))
-
-    async def file_content(request: Request) -> Response:
-        file_id = request.path_params["file_id"]
-        path = e.files.data_path(file_id)
-        return _download(request, path, f"file:{file_id}", "application/octet-stream")
-
-    _download = e.download
-
-    # -- OpenAI batches --
-
-    async def create_batch(request: Request) -> Response:
-        payload = _parse_json(await _read_body(request, MAX_JSON_BODY))
-        return _json(await run_in_threadpool(e.openai.create, payload))
-
-    async def list_batches(request: Request) -> Response:
-        limit = _int_param(request, "limit", 20, 1, 100)
-        return _json(await run_in_threadpool(e.openai.list, after=request.query_params.get("after"), limit=limit))
-
-    async def get_batch(request: Request) -> Response:
-        return _json(await run_in_threadpool(e.openai.retrieve, request.path_params["batch_id"]))
-
-    async def cancel_batch(request: Request) -> Response:
-        return _json(await run_in_threadpool(e.openai.cancel, request.path_params["batch_id"]))
-
-    # -- Anthropic message batches --
-
-    async def create_message_batch(request: Request) -> Response:
-        payload = _parse_json(await _read_body(request, ANTHROPIC_MAX_BODY))
-        record = await run_in_threadpool(e.anthropic.create, payload)
-        return _json(e.anthropic.render(record, _base_url(request)))
-
-    async def list_message_batches(request: Request) -> Response:
-        limit = _int_param(request, "limit", 20, 1, 1000)
-        page, has_more = await run_in_threadpool(
-            e.anthropic.list,
-            after_id=request.query_params.get("after_id"),
-            before_id=request.query_params.get("before_id"),
-            limit=limit,
-        )
-        base = _base_url(request)
-        data = [e.anthropic.render(r, base) for r in page]
-        return _json(
-            {
-                "data": data,
-                "has_more": has_more,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-            }
-        )
-
-    async def get_message_batch(request: Request) -> Response:
-        record = await run_in_threadpool(e.anthropic.retrieve, request.path_params["batch_id"])
-        return _json(e.anthropic.render(record, _base_url(request)))
-
-    async def cancel_message_batch(request: Request) -> Response:
-        record = await run_in_threadpool(e.anthropic.cancel, request.path_params["batch_id"])
-        return _json(e.anthropic.render(record, _base_url(request)))
-
-    async def delete_message_batch(request: Request) -> Response:
-        return _json(await run_in_threadpool(e.anthropic.delete, request.path_params["batch_id"]))
-
-    async def message_batch_results(request: Request) -> Response:
-        batch_id = request.path_params["batch_id"]
-        path = await run_in_threadpool(e.anthropic.results_path, batch_id)
-        return _download(request, path, f"results:{batch_id}", "application/binary")
-
     routes = [
         Route("/_emulator/health", health, methods=["GET"]),
         Route("/_emulator/clock", clock, methods=["GET"]),
@@ -509,29 +244,8 @@ def create_app(emulator: Emulator) -> Starlette:
         Route("/_emulator/profile", control(profile), methods=["GET", "PUT"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
     ]
-    vendor = [
-        ("/v1/chat/completions", chat_completions, ["POST"], None),
-        ("/v1/embeddings", embeddings, ["POST"], None),
-        ("/v1/models", models, ["GET"], None),
-        ("/v1/models/{model_id}", model, ["GET"], None),
-        ("/v1/files", upload_file, ["POST"], "files.create"),
-        ("/v1/files", list_files, ["GET"], "files.list"),
-        ("/v1/files/{file_id}", get_file, ["GET"], "files.retrieve"),
-        ("/v1/files/{file_id}", delete_file, ["DELETE"], "files.delete"),
-        ("/v1/files/{file_id}/content", file_content, ["GET"], "files.content"),
-        ("/v1/batches", create_batch, ["POST"], "batches.create"),
-        ("/v1/batches", list_batches, ["GET"], "batches.list"),
-        ("/v1/batches/{batch_id}", get_batch, ["GET"], "batches.retrieve"),
-        ("/v1/batches/{batch_id}/cancel", cancel_batch, ["POST"], "batches.cancel"),
-        ("/v1/messages", messages, ["POST"], None),
-        ("/v1/messages/batches", create_message_batch, ["POST"], "message_batches.create"),
-        ("/v1/messages/batches", list_message_batches, ["GET"], "message_batches.list"),
-        ("/v1/messages/batches/{batch_id}", get_message_batch, ["GET"], "message_batches.retrieve"),
-        ("/v1/messages/batches/{batch_id}", delete_message_batch, ["DELETE"], "message_batches.delete"),
-        ("/v1/messages/batches/{batch_id}/cancel", cancel_message_batch, ["POST"], "message_batches.cancel"),
-        ("/v1/messages/batches/{batch_id}/results", message_batch_results, ["GET"], "message_batches.results"),
-    ]
-    routes += [_vendor_route(e, path, handler, methods, fault) for path, handler, methods, fault in vendor]
+    routes += openai_routes(e)
+    routes += anthropic_routes(e)
     routes += gemini_routes(e)
 
     async def http_error(request: Request, exc: Exception) -> Response:
