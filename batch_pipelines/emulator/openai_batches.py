@@ -8,6 +8,10 @@ answered once, by a background worker, as soon as the batch is created
 by "now" are only counted through the per-line table that work left. So a test that moves the
 clock 24 hours gets the same files as one that watched every second, and a read stays fast
 however many lines are waiting.
+
+Over 450 lines on purpose: one concept, an OpenAI batch's lifecycle on its timeline (create,
+validate, admit, progress, expire, finish, render), all transitions of one record; the per-line
+work is already in ``openai_batch_work``. Split, one record's state machine would cross modules.
 """
 
 from __future__ import annotations
