@@ -123,7 +123,7 @@ def phase_ours(path: Path, n: int, engine: str) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from batch_pipelines.results.parquet import write_openai_results_parquet
+    from batch_pipelines.results.openai_bulk import write_openai_results_parquet
 
     # pyarrow.compute imports pandas on its first call (about 1-2 s here): a fixed cost per
     # process, not per line, so it is paid before the clock starts.

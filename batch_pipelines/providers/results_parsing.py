@@ -12,7 +12,7 @@ The vendors' result files are parsed here, once, at the edge. Reconciliation rul
 
 Two ways in: ``iter_outcomes`` yields ``ItemOutcome`` values (orjson per line; for the
 ledger), and the results writer builds the same outcomes as Arrow columns for large files
-(see ``results/parquet.py``; ``OPENAI_LINE_SCHEMA`` is the explicit schema it reads with).
+(see ``results/openai_bulk.py``; ``OPENAI_LINE_SCHEMA`` is the explicit schema it reads with).
 """
 
 from __future__ import annotations

@@ -13,12 +13,8 @@ from batch_pipelines.core.pricing import PriceBook
 from batch_pipelines.core.requests import Lane
 from batch_pipelines.core.usage import Usage
 from batch_pipelines.providers.results_parsing import ParseReport, iter_outcomes
-from batch_pipelines.results.parquet import (
-    OUTCOMES_SCHEMA,
-    read_outcomes_table,
-    write_openai_results_parquet,
-    write_outcomes_parquet,
-)
+from batch_pipelines.results.openai_bulk import write_openai_results_parquet
+from batch_pipelines.results.parquet import OUTCOMES_SCHEMA, read_outcomes_table, write_outcomes_parquet
 
 
 def ok_line(cid: str, content: str = "billing", prompt: int = 100, cached: int = 40, completion: int = 3) -> dict:
