@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal, DecimalException
 import click
 import orjson
 
-from batch_pipelines.cli_params import CENT, Fraction, TokenCount, exact, money
+from batch_pipelines.cli_params import CENT, TokenCount, exact, money, pricing_options
 from batch_pipelines.core.errors import BatchPipelinesError
 from batch_pipelines.core.pricing import CostBreakdown, Discounts, PriceBook
 from batch_pipelines.core.requests import Lane
@@ -25,16 +25,7 @@ def main() -> None:
 @click.option("--input-tokens", type=TokenCount(), required=True, help="Prompt tokens (30M, 500k).")
 @click.option("--output-tokens", type=TokenCount(), required=True, help="Completion tokens.")
 @click.option("--cached-input-tokens", type=TokenCount(), default=0, help="Part of the input read from a prompt cache.")
-@click.option(
-    "--structural-discount", type=Fraction(), default="0", help="Negotiated discount in [0, 1), e.g. 0.15 or 15%."
-)
-@click.option(
-    "--credit-bonus", type=Fraction(upper_exclusive=None), default="0", help="Prepaid credit bonus b (cost / (1 + b))."
-)
-@click.option(
-    "--prices", type=click.Path(dir_okay=False), default=None, help="YAML price book laid over the default one."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with decimal strings.")
+@pricing_options
 def cost(
     model: str,
     input_tokens: int,

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from batch_pipelines.cli_params import CENT, Duration, Fraction, TokenCount, exact, money
+from batch_pipelines.cli_params import CENT, Duration, Fraction, TokenCount, exact, money, pricing_options
 from batch_pipelines.core.advice import (
     DEFAULT_MIN_MONTHLY_SAVING,
     Advice,
@@ -45,16 +45,7 @@ _MICRO = Decimal("0.000001")
     show_default=True,
     help="USD a month below which moving to batch is not worth the plumbing.",
 )
-@click.option(
-    "--structural-discount", type=Fraction(), default="0", help="Negotiated discount in [0, 1), e.g. 0.15 or 15%."
-)
-@click.option(
-    "--credit-bonus", type=Fraction(upper_exclusive=None), default="0", help="Prepaid credit bonus b (cost / (1 + b))."
-)
-@click.option(
-    "--prices", type=click.Path(dir_okay=False), default=None, help="YAML price book laid over the default one."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with decimal strings.")
+@pricing_options
 def advise_command(
     model: str,
     input_tokens: int,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from batch_pipelines.core.quantities import parse_duration, parse_fraction, parse_token_count
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 CENT = Decimal("0.01")
 
@@ -62,3 +65,32 @@ class Duration(click.ParamType[timedelta]):
             return parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def pricing_options(command: F) -> F:
+    """The discount, price-book and output options that every pricing command (cost, advise) takes alike."""
+    for option in reversed(
+        [
+            click.option(
+                "--structural-discount",
+                type=Fraction(),
+                default="0",
+                help="Negotiated discount in [0, 1), e.g. 0.15 or 15%.",
+            ),
+            click.option(
+                "--credit-bonus",
+                type=Fraction(upper_exclusive=None),
+                default="0",
+                help="Prepaid credit bonus b (cost / (1 + b)).",
+            ),
+            click.option(
+                "--prices",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="YAML price book laid over the default one.",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print one JSON object with decimal strings."),
+        ]
+    ):
+        command = option(command)
+    return command
